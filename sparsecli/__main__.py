@@ -1,0 +1,3 @@
+from sparsecli.cli import app
+
+app(prog_name="sparsecli")

@@ -1,0 +1,75 @@
+"""The hidden block both architectures share: sparse weights -> batch norm -> kWTA or ReLU."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sparsecli.errors import ParamsError
+from sparsecli.params import KWTAParams, check_k
+from sparsecli.sparse import KWinners, KWinners2d, SparseWeights
+from sparsecli.sparse.weights import nonzeros_per_unit
+
+
+def sparse(module: nn.Linear | nn.Conv2d, sparsity: float, key: str, generator: torch.Generator) -> SparseWeights:
+    fan_in = module.weight[0].numel()
+    if nonzeros_per_unit(sparsity, fan_in) < 1:
+        raise ParamsError(
+            f"{key}.weights.sparsity = {sparsity}: leaves round((1 - sparsity) * {fan_in}) = 0 "
+            f"inputs per unit; use at most {1 - 0.5 / fan_in:.4f}"
+        )
+    return SparseWeights(module, sparsity, generator)
+
+
+def checked_k(kwta: KWTAParams, units: int, key: str) -> None:
+    """check_k with the full key path, for limits known only once the data shape is."""
+    try:
+        check_k(kwta, units, "kwta")
+    except ValueError as e:
+        raise ParamsError(f"{key}.{e.key} = {e.value}: {e.message}") from None
+
+
+class LinearBlock(nn.Module):
+    def __init__(self, in_features: int, units: int, sparsity: float, kwta: KWTAParams | None,
+                 batch_norm: bool, key: str, generator: torch.Generator):
+        super().__init__()
+        self.weights = sparse(nn.Linear(in_features, units), sparsity, key, generator)
+        self.norm = nn.BatchNorm1d(units) if batch_norm else nn.Identity()
+        if kwta is None:
+            self.act = nn.ReLU()
+        else:
+            checked_k(kwta, units, key)
+            self.act = KWinners(units, kwta.percent_on, kwta.boost_strength, kwta.boost_strength_factor,
+                                kwta.duty_cycle_period, kwta.k_inference_factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.weights(x)))
+
+
+class ConvBlock(nn.Module):
+    """Same-padded conv, then its activation, then max-pooling."""
+
+    def __init__(self, shape: tuple[int, int, int], channels: int, kernel_size: int, pool: int,
+                 sparsity: float, kwta: KWTAParams | None, batch_norm: bool, key: str,
+                 generator: torch.Generator):
+        super().__init__()
+        in_channels, height, width = shape
+        conv = nn.Conv2d(in_channels, channels, kernel_size, padding=kernel_size // 2)
+        self.weights = sparse(conv, sparsity, key, generator)
+        self.norm = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+        if kwta is None:
+            self.act = nn.ReLU()
+        else:
+            checked_k(kwta, channels if kwta.local else channels * height * width, key)
+            self.act = KWinners2d(channels, height, width, kwta.percent_on, kwta.boost_strength,
+                                  kwta.boost_strength_factor, kwta.duty_cycle_period,
+                                  kwta.k_inference_factor, kwta.local)
+        self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.act(self.norm(self.weights(x))))
+
+
+def classifier_head(in_features: int, classes: int, generator: torch.Generator) -> SparseWeights:
+    """The output layer: dense by default, but masked so pruning can reach it if asked."""
+    return SparseWeights(nn.Linear(in_features, classes), 0.0, generator)

@@ -1,0 +1,27 @@
+"""A multi-layer perceptron of sparse hidden blocks and a linear classifier head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sparsecli.models.blocks import LinearBlock, classifier_head
+from sparsecli.params import ModelParams
+
+
+class MLP(nn.Module):
+    def __init__(self, params: ModelParams, in_features: int, classes: int, generator: torch.Generator):
+        super().__init__()
+        blocks, width = [], in_features
+        for i, layer in enumerate(params.layers):
+            blocks.append(LinearBlock(width, layer.units, layer.weights.sparsity, layer.kwta,
+                                      params.batch_norm, f"model.layers.{i}", generator))
+            width = layer.units
+        self.layers = nn.ModuleList(blocks)
+        self.head = classifier_head(width, classes, generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        for block in self.layers:
+            x = block(x)
+        return self.head(x)

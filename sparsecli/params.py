@@ -1,0 +1,447 @@
+"""The typed parameter model: one class per params.yaml section, loading and validation.
+
+Every hyperparameter is read from here and nowhere else. A key is named everywhere by
+its dotted path with list indices as plain numbers (``model.layers.0.kwta.percent_on``),
+the syntax ``dvc exp run -S`` accepts, so the same string works in ``--set``, in tune
+search spaces and in error messages.
+
+Words: ``sparsity`` is the fraction of zeros, ``density`` the fraction of non-zeros.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+
+from sparsecli.errors import ParamsError
+
+
+def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool):
+    """A validator that rejects values outside an interval, stating the interval."""
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    text = f"{left}{'-inf' if lo is None else _fmt(lo)}, {'inf' if hi is None else _fmt(hi)}{right}"
+
+    def check(value):
+        too_low = lo is not None and (value <= lo if lo_open else value < lo)
+        too_high = hi is not None and (value >= hi if hi_open else value > hi)
+        if too_low or too_high:
+            raise ValueError(f"must be in {text}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+Fraction = Annotated[float, _interval(0, 1, True, True)]  # (0, 1)
+Sparsity = Annotated[float, _interval(0, 1, False, True)]  # [0, 1): 1 would remove every weight
+PositiveFloat = Annotated[float, _interval(0, None, True, True)]
+NonNegFloat = Annotated[float, _interval(0, None, False, True)]
+PositiveInt = Annotated[int, _interval(1, None, False, True)]
+NonNegInt = Annotated[int, _interval(0, None, False, True)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+class SyntheticParams(Section):
+    samples: Annotated[int, _interval(30, None, False, True)] = 2000
+    features: Annotated[int, _interval(2, None, False, True)] = 64
+    classes: Annotated[int, _interval(2, None, False, True)] = 10
+    informative: PositiveInt = 32
+    class_sep: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.informative > self.features:
+            raise _CrossFieldError("informative", self.informative, f"must be <= features ({self.features})")
+        if self.classes > 2**self.informative:
+            raise _CrossFieldError("classes", self.classes, f"must be <= 2**informative ({2 ** self.informative})")
+        return self
+
+
+class IdxChecksums(Section):
+    """Expected SHA-256 of each fetched file (optional): a mismatch stops the data stage."""
+
+    train_images: str | None = None
+    train_labels: str | None = None
+    test_images: str | None = None
+    test_labels: str | None = None
+
+
+class IdxParams(Section):
+    """MNIST-format IDX files: read from ``data.path`` or fetched once from ``base_url``."""
+
+    base_url: str | None = None  # e.g. file:///data/mnist/ or https://host/mnist/
+    train_images: str = "train-images-idx3-ubyte.gz"
+    train_labels: str = "train-labels-idx1-ubyte.gz"
+    test_images: str = "t10k-images-idx3-ubyte.gz"
+    test_labels: str = "t10k-labels-idx1-ubyte.gz"
+    sha256: IdxChecksums = IdxChecksums()
+
+
+class DataParams(Section):
+    source: Literal["digits", "synthetic", "idx", "npz", "csv"] = "digits"
+    path: str | None = None  # idx: a directory; npz/csv: a file
+    raw_dir: str = "data/raw"  # where idx files fetched from base_url are kept
+    label_column: str = "label"  # csv only
+    max_samples: PositiveInt | None = None  # stratified subsample before splitting
+    val_fraction: Fraction = 0.15
+    test_fraction: Fraction = 0.2
+    standardize: bool = True
+    synthetic: SyntheticParams = SyntheticParams()
+    idx: IdxParams = IdxParams()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise _CrossFieldError(
+                "test_fraction", self.test_fraction, "val_fraction + test_fraction must be < 0.9"
+            )
+        if self.source in ("npz", "csv") and not self.path:
+            raise _CrossFieldError("path", None, f"required for source {self.source}: set it to the file to read")
+        if self.source == "idx" and not self.path and not self.idx.base_url:
+            raise _CrossFieldError("path", None, "source idx needs data.path (a directory) or data.idx.base_url")
+        return self
+
+
+# ---------------------------------------------------------------- model
+
+
+class WeightsParams(Section):
+    sparsity: Sparsity = 0.0  # fraction of zero weights per output unit (0 = dense)
+
+
+class KWTAParams(Section):
+    """k-winners-take-all: only the k = round(percent_on * units) largest outputs stay."""
+
+    percent_on: Fraction
+    boost_strength: NonNegFloat = 1.5
+    boost_strength_factor: Annotated[float, _interval(0, 1, True, False)] = 0.9  # per epoch
+    duty_cycle_period: PositiveInt = 1000
+    k_inference_factor: Annotated[float, _interval(1, None, False, True)] = 1.0
+    local: bool = False  # conv only: winners per position across channels, not over C*H*W
+
+
+class LinearParams(Section):
+    units: PositiveInt
+    weights: WeightsParams = WeightsParams()
+    kwta: KWTAParams | None = None  # None: ReLU
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.kwta is not None:
+            if self.kwta.local:
+                raise _CrossFieldError("kwta.local", True, "only conv layers have local kWTA; set it to false")
+            check_k(self.kwta, self.units, "kwta")
+        return self
+
+
+class ConvParams(Section):
+    channels: PositiveInt
+    kernel_size: PositiveInt = 3
+    pool: PositiveInt = 2  # max-pool window after the activation (1 = none)
+    weights: WeightsParams = WeightsParams()
+    kwta: KWTAParams | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.kwta is not None and self.kwta.local:
+            check_k(self.kwta, self.channels, "kwta")
+        return self
+
+
+class ModelParams(Section):
+    arch: Literal["mlp", "cnn"] = "mlp"
+    conv: list[ConvParams] = []  # cnn only: conv blocks before the linear layers
+    layers: list[LinearParams] = []  # hidden linear layers; the classifier head is added
+    batch_norm: bool = True  # before each activation
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.arch == "mlp" and self.conv:
+            raise _CrossFieldError("arch", self.arch, "model.conv layers need arch cnn; set model.arch=cnn or remove them")
+        if self.arch == "cnn" and not self.conv:
+            raise _CrossFieldError("arch", self.arch, "arch cnn needs at least one model.conv layer")
+        return self
+
+
+def check_k(kwta: KWTAParams, units: int, key: str) -> None:
+    """k = round(percent_on * units) must leave at least one winner and one loser."""
+    k = round(kwta.percent_on * units)
+    if k < 1 or k >= units:
+        raise _CrossFieldError(
+            f"{key}.percent_on",
+            kwta.percent_on,
+            f"k = round(percent_on * {units}) = {k} must be >= 1 and < {units}",
+        )
+    k_inf = round(k * kwta.k_inference_factor)
+    if k_inf > units:
+        raise _CrossFieldError(
+            f"{key}.k_inference_factor",
+            kwta.k_inference_factor,
+            f"k at inference = {k_inf} exceeds the {units} units",
+        )
+
+
+# ---------------------------------------------------------------- train
+
+
+class TrainParams(Section):
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: PositiveFloat = 0.001
+    momentum: Annotated[float, _interval(0, 1, False, True)] = 0.9  # sgd only
+    weight_decay: NonNegFloat = 0.0
+    epochs: PositiveInt = 40
+    batch_size: PositiveInt = 64
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = "cosine"
+    step_size: PositiveInt = 10  # step schedule: epochs between decays
+    gamma: Annotated[float, _interval(0, 1, True, False)] = 0.5  # step schedule: decay factor
+    early_stopping: NonNegInt = 0  # patience in epochs without val-accuracy gain; 0 = off
+    noise_levels: list[NonNegFloat] = [0.1, 0.25, 0.5]  # std of Gaussian input noise for robustness
+
+
+# ---------------------------------------------------------------- all
+
+
+class Params(Section):
+    seed: NonNegInt = 42
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+
+    def flat(self) -> dict[str, Any]:
+        """Every scalar as ``dotted.key -> value`` (for TensorBoard HParams and reports)."""
+        return flatten(self.model_dump())
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _CrossFieldError(ValueError):
+    """Raised inside validators: names the sub-key, relative to the model that raised it."""
+
+    def __init__(self, key: str, value: Any, message: str):
+        super().__init__(message)
+        self.key, self.value, self.message = key, value, message
+
+    def __str__(self) -> str:
+        return f"@{self.key}@{_show(self.value)}@{self.message}"
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = ((str(i), v) for i, v in enumerate(tree))
+    else:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, (dict, list)) and value:
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.path=value`` with the value parsed as YAML, as ``dvc exp run -S`` does."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(f"--set {text!r}: expected key.path=value, e.g. --set train.lr=0.05")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def set_key(tree: dict, key: str, value: Any, source: str) -> None:
+    """Set ``tree[key]`` where key is a dotted path with list indices as numbers."""
+    parts = key.split(".")
+    node: Any = tree
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        here = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ParamsError(
+                    f"{source}: {here}: index out of range; {'.'.join(parts[:depth])} has {len(node)} items (0..{len(node) - 1})"
+                )
+            idx = int(part)
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ParamsError(f"{source}: {here}: {'.'.join(parts[:depth])} is a value, not a section")
+
+
+def read_yaml(path: Path, what: str = "params file") -> dict:
+    if not path.is_file():
+        raise ParamsError(f"{path}: {what} not found; run from the project root or pass --params PATH")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections (seed, data, model, ...) at the top")
+    return raw
+
+
+def load_params(
+    path: str | Path = "params.yaml",
+    overrides: list[str] = (),
+    overlays: list[dict[str, Any]] = (),
+) -> Params:
+    """Read a params file, apply overlays (dotted key -> value) then ``--set`` overrides, validate."""
+    path = Path(path)
+    raw = read_yaml(path)
+    for overlay in overlays:
+        for key, value in overlay.items():
+            set_key(raw, key, value, str(path))
+    for text in overrides:
+        key, value = parse_override(text)
+        set_key(raw, key, value, "--set")
+    return validate(raw, str(path))
+
+
+def validate(raw: dict, source: str, model: type[BaseModel] = Params):
+    """Validate a raw dict; the first problem becomes one ParamsError line naming the key."""
+    unknown = _unknown_keys(raw, model, "")
+    if unknown:
+        raise ParamsError(f"{source}: {unknown}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        errors = e.errors()
+        first = _describe(errors[0], raw)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ParamsError(f"{source}: {first}{more}") from None
+
+
+def _unknown_keys(raw: Any, model: type[BaseModel], prefix: str) -> str | None:
+    """The first key that the model does not define, with the keys it allows."""
+    if not isinstance(raw, dict):
+        return None
+    fields = model.model_fields
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            allowed = ", ".join(fields)
+            return f"{path}: unknown key; allowed keys{' in ' + prefix[:-1] if prefix else ''}: {allowed}"
+        sub = _submodel(fields[key].annotation)
+        if sub is None:
+            continue
+        kind, cls = sub
+        if kind == "model":
+            found = _unknown_keys(value, cls, f"{path}.")
+            if found:
+                return found
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                found = _unknown_keys(item, cls, f"{path}.{i}.")
+                if found:
+                    return found
+    return None
+
+
+def _submodel(annotation: Any) -> tuple[str, type[BaseModel]] | None:
+    """('model', cls) for a nested section, ('list', cls) for a list of them, else None."""
+    origin = get_origin(annotation)
+    if origin is Union or str(origin) == "types.UnionType":
+        for arg in get_args(annotation):
+            found = _submodel(arg)
+            if found:
+                return found
+        return None
+    if origin is list:
+        (item,) = get_args(annotation) or (None,)
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return ("list", item)
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return ("model", annotation)
+    return None
+
+
+_TYPE_MESSAGES = {
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping of keys",
+    "model_attributes_type": "must be a mapping of keys",
+    "missing": "missing; this key is required",
+}
+
+
+def _describe(error: dict, raw: dict) -> str:
+    loc = [str(p) for p in error["loc"] if not _is_union_tag(p)]
+    msg = error["msg"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, _CrossFieldError):
+        loc = loc + inner.key.split(".")
+        return f"{'.'.join(loc)} = {_show(inner.value)}: {inner.message}"
+    text = str(inner) if inner is not None else msg
+    if text.startswith("@"):  # a _CrossFieldError flattened to text by pydantic
+        _, key, shown, message = text.split("@", 3)
+        return f"{'.'.join(loc + key.split('.'))} = {shown}: {message}"
+    kind = error["type"]
+    if kind == "literal_error":
+        text = "must be one of: " + ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
+    elif kind in _TYPE_MESSAGES:
+        text = _TYPE_MESSAGES[kind]
+    elif kind == "value_error":
+        text = text.removeprefix("Value error, ")
+    key = ".".join(loc)
+    if kind == "missing":
+        return f"{key}: {text}"
+    return f"{key} = {_show(value)}: {text}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic adds the chosen union member's class name to a loc (e.g. 'KWTAParams')
+    return isinstance(part, str) and part[:1].isupper()
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (dict, list)):
+        text = yaml.safe_dump(value, default_flow_style=True).strip()
+        return text if len(text) < 40 else text[:37] + "..."
+    if value is None:
+        return "null"
+    return str(value)

@@ -1,0 +1,125 @@
+"""The ``train`` stage: build the model the params describe, train it, measure it, save it.
+
+Writes ``models/train.pt``, ``metrics/train.json``, ``metrics/train_history.csv`` (the
+curves ``dvc plots`` draws) and the TensorBoard run ``runs/train/``. After every epoch a
+resume checkpoint is kept beside the model (not a DVC output, so ``dvc repro`` does not
+delete it); rerunning an interrupted stage with the same params and data continues from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import torch
+
+from sparsecli import checkpoint
+from sparsecli.atomic import json_text, write_all
+from sparsecli.errors import CheckpointError
+from sparsecli.evaluation import model_metrics
+from sparsecli.models import build_model
+from sparsecli.params import Params
+from sparsecli.progress import Progress
+from sparsecli.sparse.stats import activity, weight_sparsity
+from sparsecli.tracking import Tracker
+from sparsecli.training import FitState, fit, read_splits
+
+# Headline metrics shown in TensorBoard's HParams view.
+HPARAM_METRICS = ("test_accuracy", "val_accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction", "noise_score")
+
+
+def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
+    return {
+        "model": workdir / "models" / "train.pt",
+        "metrics": workdir / "metrics" / "train.json",
+        "history": workdir / "metrics" / "train_history.csv",
+        "runs": workdir / "runs" / "train",
+        "resume": workdir / "models" / ".train.resume.pt",
+    }
+
+
+def run(params: Params, workdir: Path = Path("."), progress: Progress | None = None) -> dict:
+    progress = progress or Progress()
+    paths = outputs(workdir)
+    splits, meta = read_splits(workdir)
+    model = build_model(params, meta)
+    fingerprint = _fingerprint(params, meta)
+    state = _resume_state(paths["resume"], fingerprint, model)
+    if state is not None:
+        progress.message(f"train: resuming after epoch {state.epoch} from {paths['resume']}")
+    tracker = Tracker(paths["runs"], fresh=state is None)
+    for record in state.history if state else []:
+        tracker.epoch(record)
+
+    def on_epoch(record: dict, fit_state: FitState) -> None:
+        _, per_layer = weight_sparsity(model)
+        active = activity(model, splits["val"].x)["activation_sparsity_per_layer"]
+        extra = {f"weight_density/{name}": 1 - s for name, s in per_layer.items()}
+        extra |= {f"activation_density/{name}": 1 - s for name, s in active.items()}
+        tracker.epoch(record, extra)
+        tracker.histograms(model, record["epoch"])
+        checkpoint.save(paths["resume"], model, params, meta, fingerprint=fingerprint, fit=_state_dict(fit_state))
+
+    try:
+        state = fit(model, params.train, splits, seed=params.seed, state=state, on_epoch=on_epoch, progress=progress)
+        metrics = model_metrics(model, splits, params.train.noise_levels, params.seed)
+        metrics |= {"epochs": state.epoch, "stopped_early": state.stopped_early}
+        tracker.hparams(params.flat(), {k: float(metrics[k]) for k in HPARAM_METRICS})
+    finally:
+        tracker.close()
+    write_all({
+        paths["model"]: lambda tmp: checkpoint.save(tmp, model, params, meta, history=state.history,
+                                                    optimizer=state.optimizer, metrics=_scalars(metrics)),
+        paths["metrics"]: lambda tmp: tmp.write_text(json_text(metrics)),
+        paths["history"]: lambda tmp: tmp.write_text(_csv(state.history)),
+    })
+    paths["resume"].unlink(missing_ok=True)
+    return metrics
+
+
+def _fingerprint(params: Params, meta: dict) -> str:
+    """Identifies a run: a resume checkpoint is used only for the same params and data."""
+    text = json.dumps({"params": params.model_dump(), "data": meta.get("sha256")}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _state_dict(state: FitState) -> dict:
+    return {
+        "epoch": state.epoch,
+        "history": state.history,
+        "optimizer": state.optimizer,
+        "scheduler": state.scheduler,
+        "best_val_accuracy": state.best_val_accuracy,
+        "best_epoch": state.best_epoch,
+        "best_state": state.best_state,
+    }
+
+
+def _resume_state(path: Path, fingerprint: str, model: torch.nn.Module) -> FitState | None:
+    """The saved fit state if ``path`` is a resume checkpoint of this very run, else None."""
+    if not path.is_file():
+        return None
+    try:
+        payload = checkpoint.read(path)
+    except CheckpointError:
+        path.unlink()  # a resume file cut off by the interruption itself: start over
+        return None
+    if payload.get("fingerprint") != fingerprint:
+        return None
+    checkpoint.restore(model, payload["state_dict"], path)
+    return FitState(**payload["fit"])
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _csv(history: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(history[0]) if history else ["epoch"])
+    writer.writeheader()
+    writer.writerows(history)
+    return out.getvalue()

@@ -1,0 +1,69 @@
+"""TensorBoard logging and metrics files.
+
+A run folder has a fixed path (e.g. ``runs/train``), the DVC output; it is cleared when a
+stage starts from scratch, so it holds exactly one run. The HParams view gets the run's
+flattened params and its final metrics.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from torch import nn
+
+# Keys of an epoch record -> TensorBoard tags.
+EPOCH_TAGS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "train_accuracy": "accuracy/train",
+    "val_accuracy": "accuracy/val",
+    "lr": "lr",
+}
+
+
+class Tracker:
+    def __init__(self, logdir: Path, fresh: bool = True):
+        from torch.utils.tensorboard import SummaryWriter
+
+        logdir = Path(logdir)
+        if fresh and logdir.exists():
+            shutil.rmtree(logdir)
+        self.writer = SummaryWriter(log_dir=str(logdir))
+
+    def epoch(self, record: dict, extra: dict[str, float] | None = None) -> None:
+        step = record["epoch"]
+        for key, tag in EPOCH_TAGS.items():
+            if key in record:
+                self.writer.add_scalar(tag, record[key], step)
+        for tag, value in (extra or {}).items():
+            self.writer.add_scalar(tag, value, step)
+
+    def histograms(self, model: nn.Module, step: int) -> None:
+        from sparsecli.sparse.stats import weight_layers
+
+        for name, layer in weight_layers(model).items():
+            weight = layer.module.weight.detach()
+            self.writer.add_histogram(f"weights/{name}", weight[weight != 0], step)
+
+    def hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
+        """Write the HParams summary into this run (not a time-stamped sub-folder)."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        clean = {k: _hparam_value(v) for k, v in hparams.items()}
+        experiment, start, end = hparams_summary(clean, metrics)
+        for summary in (experiment, start, end):
+            self.writer.file_writer.add_summary(summary)
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _hparam_value(value):
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

@@ -1,0 +1,177 @@
+"""THE training loop, shared by ``train``, ``prune``'s fine-tuning and ``tune``'s trials.
+
+Epochs are the fidelity: a cheap trial is the same network trained for fewer epochs.
+Hooks let callers add what they need without copying the loop: ``after_step`` (e.g. a
+dynamic-sparsity mask update) runs after every optimizer step and mask re-application;
+``on_epoch`` receives each epoch's record and may return ``True`` to stop (e.g. a tune
+scheduler). All shuffling comes from a generator seeded by (seed, epoch), so a run that
+resumes from an epoch checkpoint sees the same batches as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsecli.errors import InputFileError, SparsecliError
+from sparsecli.evaluation import Split, evaluate
+from sparsecli.params import TrainParams
+from sparsecli.progress import Progress
+from sparsecli.sparse import rezero_weights, update_boost_strength
+
+
+def read_splits(workdir: Path = Path(".")) -> tuple[dict[str, Split], dict]:
+    """The ``data`` stage's outputs as tensors, plus ``meta.json``."""
+    import json
+
+    folder = Path(workdir) / "data"
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        raise InputFileError(f"{meta_path}: not found; run `sparsecli data` (or `dvc repro`) first")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        raise InputFileError(f"{meta_path}: not valid JSON; rerun `sparsecli data`") from None
+    splits = {}
+    for name in ("train", "val", "test"):
+        path = folder / f"{name}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                splits[name] = Split(torch.from_numpy(archive["x"]), torch.from_numpy(archive["y"]))
+        except FileNotFoundError:
+            raise InputFileError(f"{path}: not found; run `sparsecli data` (or `dvc repro`) first") from None
+        except Exception:
+            raise InputFileError(f"{path}: unreadable or corrupted; rerun `sparsecli data`") from None
+    return splits, meta
+
+
+class DivergedError(SparsecliError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class FitState:
+    """What an epoch checkpoint holds to resume a fit."""
+
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    best_val_accuracy: float = -1.0
+    best_epoch: int = 0
+    best_state: dict | None = None
+    stopped_early: bool = False
+
+
+def make_optimizer(model: nn.Module, train: TrainParams) -> torch.optim.Optimizer:
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,
+                               weight_decay=train.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+
+
+def make_scheduler(optimizer, train: TrainParams, epochs: int, steps_per_epoch: int):
+    """A scheduler stepped once per optimizer step, whatever the schedule."""
+    total = epochs * steps_per_epoch
+    if train.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total)
+    if train.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    if train.schedule == "step":
+        every = train.step_size * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: train.gamma ** (s // every))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+
+def fit(
+    model: nn.Module,
+    train: TrainParams,
+    splits: dict[str, Split],
+    *,
+    seed: int,
+    epochs: int | None = None,
+    state: FitState | None = None,
+    after_step: Callable[[nn.Module, int], None] | None = None,
+    on_epoch: Callable[[dict, FitState], bool | None] | None = None,
+    progress: Progress | None = None,
+    task: str = "train",
+) -> FitState:
+    """Train ``model`` for ``epochs`` (default ``train.epochs``), resuming from ``state`` if given.
+
+    Masks are re-applied after every step, kWTA boosting decays once per epoch, and with
+    ``train.early_stopping`` the best-val-accuracy weights are restored at the end.
+    """
+    epochs = epochs or train.epochs
+    progress = progress or Progress()
+    state = state or FitState()
+    data = splits["train"]
+    steps_per_epoch = math.ceil(len(data) / train.batch_size)
+    optimizer = make_optimizer(model, train)
+    scheduler = make_scheduler(optimizer, train, epochs, steps_per_epoch)
+    if state.optimizer is not None:
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+    progress.start(task, epochs, steps_per_epoch)
+    step = state.epoch * steps_per_epoch
+    try:
+        for epoch in range(state.epoch + 1, epochs + 1):
+            model.train()
+            order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+            total_loss, correct = 0.0, 0
+            lr = optimizer.param_groups[0]["lr"]
+            for start in range(0, len(data), train.batch_size):
+                idx = order[start:start + train.batch_size]
+                x, y = data.x[idx], data.y[idx]
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise DivergedError(f"loss became {loss_value} at epoch {epoch}; lower train.lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                rezero_weights(model)
+                step += 1
+                if after_step is not None:
+                    after_step(model, step)
+                scheduler.step()
+                total_loss += loss_value * len(y)
+                correct += int((logits.argmax(dim=1) == y).sum())
+                progress.step(loss_value)
+            update_boost_strength(model)
+            val_loss, val_accuracy = evaluate(model, splits["val"])
+            record = {
+                "epoch": epoch,
+                "train_loss": total_loss / len(data),
+                "train_accuracy": correct / len(data),
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "lr": lr,
+            }
+            state.epoch = epoch
+            state.history.append(record)
+            if train.early_stopping and val_accuracy > state.best_val_accuracy:
+                state.best_val_accuracy, state.best_epoch = val_accuracy, epoch
+                state.best_state = copy.deepcopy(model.state_dict())
+            state.optimizer = optimizer.state_dict()
+            state.scheduler = scheduler.state_dict()
+            progress.epoch(record)
+            stop = on_epoch(record, state) if on_epoch is not None else False
+            if train.early_stopping and epoch - state.best_epoch >= train.early_stopping:
+                state.stopped_early = True
+                stop = True
+            if stop:
+                break
+    finally:
+        progress.finish()
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    return state

@@ -1,0 +1,48 @@
+"""Shared, expensive fixtures: a data folder and a trained tiny model, built once per session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ASSETS = Path(__file__).parent / "assets"
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_params_path() -> Path:
+    return ASSETS / "tiny_params.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tiny_params_path):
+    from sparsecli.params import load_params
+
+    return load_params(tiny_params_path)
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory, tiny_params) -> Path:
+    """A project folder where `data` and `train` have run on the tiny params (read-only for tests)."""
+    from sparsecli.stages import data, train
+
+    workdir = tmp_path_factory.mktemp("trained")
+    shutil.copy(ASSETS / "tiny_params.yaml", workdir / "params.yaml")
+    data.run(tiny_params, workdir)
+    train.run(tiny_params, workdir)
+    return workdir
+
+
+@pytest.fixture()
+def project(tmp_path, trained_dir) -> Path:
+    """A writable copy of the trained project."""
+    target = tmp_path / "project"
+    shutil.copytree(trained_dir, target)
+    return target
+
+
+def snapshot(folder: Path) -> dict[str, float]:
+    """Every file under folder with its modification time: to assert nothing was written."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
