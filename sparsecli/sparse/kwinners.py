@@ -11,8 +11,26 @@ it is saved in the state_dict.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+
+def winners(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """A 0/1 float mask of the k largest entries of each row of a 2-d tensor.
+
+    A per-row threshold from ``np.partition`` is several times faster than ``torch.topk``
+    on CPU; rows where ties make the threshold admit more than k fall back to topk, so
+    exactly k win in every row.
+    """
+    values = scores.detach().contiguous().numpy()
+    units = values.shape[1]
+    threshold = np.partition(values, units - k, axis=1)[:, units - k: units - k + 1]
+    won = values >= threshold
+    if (np.count_nonzero(won, axis=1) != k).any():
+        top = scores.topk(k, dim=1, sorted=False).indices
+        return torch.zeros_like(scores).scatter_(1, top, 1.0)
+    return torch.from_numpy(won.astype(values.dtype))
 
 
 class _KWinnersBase(nn.Module):
@@ -73,8 +91,7 @@ class KWinners(_KWinnersBase):
             return x
         with torch.no_grad():
             boosted = x * self.boost_factors() if self.boost_strength > 0 else x
-            winners = boosted.topk(k, dim=1, sorted=False).indices
-            mask = torch.zeros_like(x).scatter_(1, winners, 1.0)
+            mask = winners(boosted, k)
             if self.training:
                 self._update_duty_cycle(mask.sum(dim=0), x.shape[0])
         return x * mask
@@ -104,13 +121,12 @@ class KWinners2d(_KWinnersBase):
             boosted = x
             if self.boost_strength > 0:
                 boosted = x * self.boost_factors().view(1, -1, 1, 1)
-            if self.local:
-                winners = boosted.topk(k, dim=1, sorted=False).indices
-                mask = torch.zeros_like(x).scatter_(1, winners, 1.0)
+            if self.local:  # winners across channels at each position
+                channels_last = boosted.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+                mask = winners(channels_last, k).view(x.shape[0], x.shape[2], x.shape[3], x.shape[1])
+                mask = mask.permute(0, 3, 1, 2)
             else:
-                flat = boosted.flatten(1)
-                winners = flat.topk(k, dim=1, sorted=False).indices
-                mask = torch.zeros_like(flat).scatter_(1, winners, 1.0).view_as(x)
+                mask = winners(boosted.flatten(1), k).view_as(x)
             if self.training:
                 wins = mask.sum(dim=(0, 2, 3)) / self.positions
                 self._update_duty_cycle(wins, x.shape[0])
