@@ -37,7 +37,7 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ou
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")]
 
 # Metrics a stage's one-line summary shows, when present.
-SUMMARY_KEYS = ("test_accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction", "samples", "classes")
+SUMMARY_KEYS = ("report", "test_accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction", "samples", "classes")
 
 
 def _version(value: bool) -> None:
@@ -70,8 +70,11 @@ def _progress(quiet: bool, as_json: bool):
 
 
 def _run(name: str, params_path: Path, overrides: list[str] | None, as_json: bool, quiet: bool,
-         verbose: bool, call: Callable) -> None:
-    """Load params, run a stage, print its metrics; every failure becomes one line and an exit code."""
+         verbose: bool, call: Callable, render: Callable[[dict], str] | None = None) -> None:
+    """Load params, run a stage, print its metrics; every failure becomes one line and an exit code.
+
+    ``render`` turns the result into text for humans; by default, a one-line summary.
+    """
     from sparsecli.errors import SparsecliError
 
     try:
@@ -94,6 +97,8 @@ def _run(name: str, params_path: Path, overrides: list[str] | None, as_json: boo
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
+    elif render is not None:
+        typer.echo(render(metrics))
     elif not quiet:
         shown = ", ".join(f"{k} {_fmt(metrics[k])}" for k in SUMMARY_KEYS if k in metrics)
         typer.echo(f"{name}: done. {shown}")
@@ -137,3 +142,58 @@ def train(
         return stage.run(p, progress=progress)
 
     _run("train", params, set_, as_json, quiet, verbose, call)
+
+
+@app.command()
+def report(
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Compare the DVC experiments in this repo instead.")] = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Write reports/index.html (self-contained) and index.md from every stage's outputs."""
+
+    def call(p, progress):
+        if compare:
+            from sparsecli.report.compare import compare as compare_experiments
+
+            return compare_experiments()
+        from sparsecli.stages import report as stage
+
+        return stage.run(p, progress=progress)
+
+    _run("report", params, set_, as_json, quiet, verbose, call, render=_markdown_table if compare else None)
+
+
+def _markdown_table(result: dict) -> str:
+    lines = ["| " + " | ".join(map(str, result["headers"])) + " |", "|" + "---|" * len(result["headers"])]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in result["rows"]]
+    return "\n".join(lines)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the new experiment repository.")],
+    pipeline: Annotated[str, typer.Option("--pipeline", help="Template from pipelines/ (see --list).")] = "default",
+    list_: Annotated[bool, typer.Option("--list", help="List the templates and exit.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Use a non-empty folder (existing files are kept).")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Create a ready experiment repository (git, DVC, params, pipeline, hardware targets)."""
+    from sparsecli import scaffold
+
+    if list_:
+        for name, description in scaffold.templates().items():
+            typer.echo(f"{name:<10} {description}")
+        raise typer.Exit()
+    try:
+        result = scaffold.init(directory, pipeline, force)
+    except scaffold.SparsecliError as e:
+        if verbose:
+            raise
+        _error(str(e))
+        raise typer.Exit(e.exit_code) from None
+    kept = f" (kept existing: {', '.join(result['kept'])})" if result["kept"] else ""
+    typer.echo(f"init: {directory} ready from pipeline {pipeline}{kept}. Next: cd {directory} && dvc repro")

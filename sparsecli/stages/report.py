@@ -1,0 +1,42 @@
+"""The ``report`` stage: one page over every stage's outputs, sections present only when their
+stage has run.
+
+Writes ``reports/index.html`` (self-contained: images inlined, nothing fetched from the
+network), ``reports/index.md`` and the PNGs it references under ``reports/figures/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sparsecli.atomic import write_all
+from sparsecli.params import Params
+from sparsecli.report.render import to_html, to_markdown
+from sparsecli.report.sections import build_sections
+
+TITLE = "sparsecli report"
+
+
+def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
+    return {
+        "html": workdir / "reports" / "index.html",
+        "markdown": workdir / "reports" / "index.md",
+        "figures": workdir / "reports" / "figures",
+    }
+
+
+def run(params: Params, workdir: Path = Path("."), progress=None) -> dict:
+    paths = outputs(workdir)
+    sections = build_sections(workdir)
+    writers = {
+        paths["html"]: lambda tmp: tmp.write_text(to_html(TITLE, sections)),
+        paths["markdown"]: lambda tmp: tmp.write_text(to_markdown(TITLE, sections, "figures")),
+    }
+    for section in sections:
+        for fig in section.figures:
+            writers[paths["figures"] / f"{fig.name}.png"] = lambda tmp, png=fig.png: tmp.write_bytes(png)
+    write_all(writers)
+    for stale in set(paths["figures"].glob("*.png")) - set(writers):
+        stale.unlink()  # a figure of a section that is gone now
+    return {"report": str(paths["html"]), "sections": [s.key for s in sections],
+            "figures": sum(len(s.figures) for s in sections)}
