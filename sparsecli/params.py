@@ -59,12 +59,15 @@ class SyntheticParams(Section):
     features: Annotated[int, _interval(2, None, False, True)] = 64
     classes: Annotated[int, _interval(2, None, False, True)] = 10
     informative: PositiveInt = 32
+    redundant: NonNegInt = 0  # random linear combinations of the informative features
     class_sep: PositiveFloat = 1.0
 
     @model_validator(mode="after")
     def _check(self):
-        if self.informative > self.features:
-            raise _CrossFieldError("informative", self.informative, f"must be <= features ({self.features})")
+        if self.informative + self.redundant > self.features:
+            raise _CrossFieldError(
+                "informative", self.informative, f"informative + redundant must be <= features ({self.features})"
+            )
         if self.classes > 2**self.informative:
             raise _CrossFieldError("classes", self.classes, f"must be <= 2**informative ({2 ** self.informative})")
         return self

@@ -23,7 +23,7 @@ def load_source(data: DataParams, seed: int) -> tuple[np.ndarray, np.ndarray, tu
         s = data.synthetic
         x, y = make_classification(
             n_samples=s.samples, n_features=s.features, n_informative=s.informative,
-            n_redundant=0, n_classes=s.classes, n_clusters_per_class=1, class_sep=s.class_sep,
+            n_redundant=s.redundant, n_classes=s.classes, n_clusters_per_class=1, class_sep=s.class_sep,
             random_state=seed,
         )
         return x.astype(np.float32), y.astype(np.int64), None
