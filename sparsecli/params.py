@@ -268,7 +268,7 @@ class PruneParams(Section):
     exclude: list[str] = ["head"]  # layers left as they are
     overrides: list[PruneOverride] = []  # per-layer targets
     finetune_epochs: NonNegInt = 5
-    lr: PositiveFloat = 0.001  # fine-tuning learning rate
+    lr: PositiveFloat = 0.003  # fine-tuning learning rate
     # `sparsecli prune --sensitivity`: the per-layer sweep (not part of the DVC stage)
     sensitivity: list[Sparsity] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 

@@ -133,3 +133,18 @@ def test_train_stage_with_erk_and_rigl(project, tiny_params_path):
     erk = {name: float(layer.mask.mean()) for name, layer in layers.items()}
     assert erk["layers.0"] != pytest.approx(float(built["layers.0"].mask.mean()))
     assert metrics["test_accuracy"] > 0.5
+
+
+def test_dynamic_sparsity_needs_a_sparse_layer(project, monkeypatch):
+    from typer.testing import CliRunner
+
+    from conftest import snapshot
+    from sparsecli.cli import app
+
+    monkeypatch.chdir(project)
+    before = snapshot(project)
+    result = CliRunner().invoke(app, ["train", "-S", "model.layers.0.weights.sparsity=0", "-S", "sparsity.dynamic.method=set"])
+    assert result.exit_code == 2
+    assert result.output == ("error: sparsity.dynamic.method = 'set': the model has no sparse layer; "
+                             "give a layer model.*.weights.sparsity > 0\n")
+    assert snapshot(project) == before

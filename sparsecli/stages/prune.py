@@ -86,7 +86,7 @@ def _load(workdir: Path) -> tuple[nn.Module, Params, dict[str, Split], dict]:
     path = train_stage.outputs(workdir)["model"]
     model, trained, payload = checkpoint.load(path)
     splits, meta = read_splits(workdir)
-    for key in checkpoint.MODEL_META_KEYS[1:]:
+    for key in ("features", "classes", "image_shape"):  # what the model's shape depends on
         if payload["meta"].get(key) != meta.get(key):
             raise CheckpointError(
                 f"{path}: built for data with {key} = {payload['meta'].get(key)}, but data/meta.json has "
