@@ -37,7 +37,8 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ou
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")]
 
 # Metrics a stage's one-line summary shows, when present.
-SUMMARY_KEYS = ("report", "test_accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction", "samples", "classes")
+SUMMARY_KEYS = ("report", "test_accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction", "samples",
+                "classes", "written")
 
 
 def _version(value: bool) -> None:
@@ -142,6 +143,29 @@ def train(
         return stage.run(p, progress=progress)
 
     _run("train", params, set_, as_json, quiet, verbose, call)
+
+
+@app.command()
+def prune(
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+    sensitivity: Annotated[bool, typer.Option(
+        "--sensitivity",
+        help="Instead of pruning: val accuracy with each layer alone pruned to each of prune.sensitivity "
+             "(no fine-tuning) into reports/sensitivity.csv and .png. Not part of the DVC stage.",
+    )] = False,
+) -> None:
+    """Prune models/train.pt and fine-tune it: models/pruned.pt, metrics/prune.json, runs/prune/ (TensorBoard)."""
+
+    def call(p, progress):
+        from sparsecli.stages import prune as stage
+
+        return (stage.sensitivity if sensitivity else stage.run)(p, progress=progress)
+
+    _run("prune --sensitivity" if sensitivity else "prune", params, set_, as_json, quiet, verbose, call)
 
 
 @app.command()

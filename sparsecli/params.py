@@ -10,6 +10,7 @@ Words: ``sparsity`` is the fraction of zeros, ``density`` the fraction of non-ze
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -214,6 +215,101 @@ class TrainParams(Section):
     noise_levels: list[NonNegFloat] = [0.1, 0.25, 0.5]  # std of Gaussian input noise for robustness
 
 
+# ---------------------------------------------------------------- sparsity (dynamic sparse training)
+
+
+class DynamicParams(Section):
+    """Masks that move during ``train``: drop the smallest weights, regrow as many elsewhere.
+
+    Every ``update_interval`` steps a fraction of each sparse layer's non-zeros is dropped
+    (cosine-decaying from ``drop_fraction`` to 0 at ``end_fraction`` of training) and as
+    many are regrown: at random (``set``) or where the dense gradient is largest (``rigl``).
+    ``init: erk`` redistributes the sparse layers' non-zero budget by Erdos-Renyi-Kernel.
+    """
+
+    method: Literal["none", "set", "rigl"] = "none"
+    update_interval: PositiveInt = 100  # optimizer steps between mask updates
+    drop_fraction: Fraction = 0.3  # of each layer's non-zeros, at the first update
+    end_fraction: Annotated[float, _interval(0, 1, True, False)] = 0.75  # of all steps; no updates after
+    init: Literal["uniform", "erk"] = "uniform"
+
+
+class SparsityParams(Section):
+    dynamic: DynamicParams = DynamicParams()
+
+
+# ---------------------------------------------------------------- prune
+
+BLOCK_PATTERN = r"^[1-9][0-9]*x[1-9][0-9]*$"
+
+
+class PruneOverride(Section):
+    """A per-layer target: ``{name: layers.0, sparsity: 0.97}`` (names as in the metrics)."""
+
+    name: str
+    sparsity: Sparsity
+
+
+class PruneParams(Section):
+    """The ``prune`` stage: which method, how sparse, which layers, how long to fine-tune.
+
+    ``sparsity`` is a layer's target fraction of zero weights, existing zeros included
+    (magnitude, block; gmp: the final sparsity). Fine-tuning uses the checkpoint's own
+    ``train`` settings (optimizer, batch size, schedule) with ``lr`` and ``finetune_epochs``.
+    """
+
+    method: Literal["none", "magnitude", "gmp", "nm", "block"] = "magnitude"
+    scope: Literal["layerwise", "global"] = "layerwise"  # global: one threshold across layers
+    sparsity: Sparsity = 0.95
+    initial_sparsity: Sparsity = 0.0  # gmp: s_i of the cubic schedule
+    start_epoch: NonNegInt = 0  # gmp: first mask update at the start of this fine-tuning epoch
+    end_epoch: PositiveInt = 4  # gmp: the final sparsity is reached at the end of this epoch
+    frequency: PositiveInt = 10  # gmp: optimizer steps between mask updates
+    n: PositiveInt = 2  # nm: at most n non-zeros ...
+    m: PositiveInt = 4  # nm: ... in every m consecutive inputs of a unit
+    block: str = "1x16"  # block: rows (output units) x columns (inputs)
+    exclude: list[str] = ["head"]  # layers left as they are
+    overrides: list[PruneOverride] = []  # per-layer targets
+    finetune_epochs: NonNegInt = 5
+    lr: PositiveFloat = 0.003  # fine-tuning learning rate
+    # `sparsecli prune --sensitivity`: the per-layer sweep (not part of the DVC stage)
+    sensitivity: list[Sparsity] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.n >= self.m:
+            raise _CrossFieldError("n", self.n, f"must be < prune.m ({self.m})")
+        if not re.match(BLOCK_PATTERN, self.block):
+            raise _CrossFieldError("block", self.block, "must be ROWSxCOLS, e.g. 1x16, 16x1 or 4x4")
+        if self.method == "gmp":
+            if self.initial_sparsity > self.sparsity:
+                raise _CrossFieldError("initial_sparsity", self.initial_sparsity,
+                                       f"must be <= prune.sparsity ({_fmt(self.sparsity)})")
+            if self.start_epoch >= self.end_epoch:
+                raise _CrossFieldError("start_epoch", self.start_epoch, f"must be < prune.end_epoch ({self.end_epoch})")
+            if self.end_epoch > self.finetune_epochs:
+                raise _CrossFieldError("end_epoch", self.end_epoch,
+                                       f"must be <= prune.finetune_epochs ({self.finetune_epochs})")
+        if self.method == "nm":
+            if self.scope == "global":
+                raise _CrossFieldError("scope", self.scope, "nm keeps n of every m weights in each layer; use layerwise")
+            if self.overrides:
+                raise _CrossFieldError("overrides", [o.name for o in self.overrides],
+                                       "nm fixes each layer's sparsity at 1 - n/m; use prune.exclude to skip a layer")
+        names = [o.name for o in self.overrides]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise _CrossFieldError(f"overrides.{i}.name", name, "layer named twice; keep one override per layer")
+            if name in self.exclude:
+                raise _CrossFieldError(f"overrides.{i}.name", name, "layer is also in prune.exclude; remove one")
+        return self
+
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        rows, cols = self.block.split("x")
+        return int(rows), int(cols)
+
+
 # ---------------------------------------------------------------- all
 
 
@@ -222,6 +318,8 @@ class Params(Section):
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    sparsity: SparsityParams = SparsityParams()
+    prune: PruneParams = PruneParams()
 
     def flat(self) -> dict[str, Any]:
         """Every scalar as ``dotted.key -> value`` (for TensorBoard HParams and reports)."""

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-ASSETS = Path(__file__).parent / "assets"
 ROOT = Path(__file__).parent.parent
+ASSETS = Path(__file__).parent / "assets"
+TINY = ROOT / "pipelines" / "smoke" / "params.yaml"  # the smoke pipeline's params: tiny and fast
 
 
 @pytest.fixture(scope="session")
 def tiny_params_path() -> Path:
-    return ASSETS / "tiny_params.yaml"
+    return TINY
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +30,7 @@ def trained_dir(tmp_path_factory, tiny_params) -> Path:
     from sparsecli.stages import data, train
 
     workdir = tmp_path_factory.mktemp("trained")
-    shutil.copy(ASSETS / "tiny_params.yaml", workdir / "params.yaml")
+    shutil.copy(TINY, workdir / "params.yaml")
     data.run(tiny_params, workdir)
     train.run(tiny_params, workdir)
     return workdir

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import ASSETS, snapshot
+from conftest import TINY, snapshot
 from sparsecli.cli import app
 from sparsecli.errors import InputFileError
 from sparsecli.params import load_params
@@ -17,7 +17,7 @@ from sparsecli.stages import data
 
 
 def write_params(folder, **data_section):
-    params = yaml.safe_load((ASSETS / "tiny_params.yaml").read_text())
+    params = yaml.safe_load(TINY.read_text())
     params["data"] = data_section
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     return folder / "params.yaml"

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import ASSETS, ROOT
+from conftest import ROOT, TINY
 
 
 def sh(*args, cwd):
@@ -21,7 +21,7 @@ def sh(*args, cwd):
 def dvc_repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvcrepo")
     shutil.copy(ROOT / "dvc.yaml", repo)
-    shutil.copy(ASSETS / "tiny_params.yaml", repo / "params.yaml")
+    shutil.copy(TINY, repo / "params.yaml")
     shutil.copy(ROOT / ".gitignore", repo)
     shutil.copytree(ROOT / "sparsecli", repo / "sparsecli", ignore=shutil.ignore_patterns("__pycache__"))
     sh("git", "init", "-q", cwd=repo)
@@ -61,3 +61,39 @@ def test_exp_run_with_set_param(dvc_repo):
     sh("dvc", "exp", "run", "-S", "train.lr=0.02", "--name", "lr002", cwd=dvc_repo)
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=dvc_repo))
     assert "lr002" in json.dumps(shown)
+
+
+def test_repro_runs_prune_after_train(dvc_repo):
+    for out in ("models/pruned.pt", "metrics/prune.json"):
+        assert (dvc_repo / out).is_file(), out
+    assert any((dvc_repo / "runs" / "prune").iterdir())
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=dvc_repo))
+    metrics = next(iter(shown.values()))["data"]["metrics/prune.json"]["data"]
+    assert metrics["method"] == "magnitude" and metrics["weight_sparsity"] > metrics["weight_sparsity_before"]
+
+
+def test_exp_run_nm_2_4_reruns_only_prune_and_obeys_the_pattern(dvc_repo):
+    import torch
+
+    from sparsecli import checkpoint
+    from sparsecli.sparse.patterns import as_matrix
+
+    out = sh("dvc", "exp", "run", "-S", "prune.method=nm", "-S", "prune.n=2", "-S", "prune.m=4", "--name", "nm24",
+             cwd=dvc_repo)
+    assert "Running stage 'prune'" in out and "Running stage 'train'" not in out
+    model, params, payload = checkpoint.load(dvc_repo / "models" / "pruned.pt")
+    assert (params.prune.method, params.prune.n, params.prune.m) == ("nm", 2, 4)
+    assert payload["prune"]["pattern"] == "2:4"
+    for name, layer in {"layers.0": model.layers[0].weights}.items():
+        groups = (as_matrix(layer.module.weight) != 0).reshape(layer.mask.shape[0], -1, 4).sum(dim=2)
+        assert (groups <= 2).all(), name
+    assert json.loads((dvc_repo / "metrics" / "prune.json").read_text())["pattern_satisfied"] is True
+    assert torch.equal(model.head.mask, torch.ones_like(model.head.mask))  # excluded by default
+
+
+def test_stage_params_are_the_keys_the_stages_read():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["prune"]["params"] == ["prune"]
+    assert "sparsity" in stages["train"]["params"]
+    assert stages["prune"]["outs"] == ["models/pruned.pt", "runs/prune"]
+    assert "models/train.pt" in stages["prune"]["deps"]

@@ -23,6 +23,7 @@ from sparsecli.evaluation import model_metrics
 from sparsecli.models import build_model
 from sparsecli.params import Params
 from sparsecli.progress import Progress
+from sparsecli.sparse.dynamic import dynamic_sparsity
 from sparsecli.sparse.stats import activity, weight_sparsity
 from sparsecli.tracking import Tracker
 from sparsecli.training import FitState, fit, read_splits
@@ -46,6 +47,7 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
     paths = outputs(workdir)
     splits, meta = read_splits(workdir)
     model = build_model(params, meta)
+    dynamic = dynamic_sparsity(model, params, len(splits["train"]))  # ERK masks; SET/RigL hook
     fingerprint = _fingerprint(params, meta)
     state = _resume_state(paths["resume"], fingerprint, model)
     if state is not None:
@@ -64,11 +66,14 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
         checkpoint.save(paths["resume"], model, params, meta, fingerprint=fingerprint, fit=_state_dict(fit_state))
 
     try:
-        state = fit(model, params.train, splits, seed=params.seed, state=state, on_epoch=on_epoch, progress=progress)
+        state = fit(model, params.train, splits, seed=params.seed, state=state, after_step=dynamic,
+                    on_epoch=on_epoch, progress=progress)
         metrics = model_metrics(model, splits, params.train.noise_levels, params.seed)
         metrics |= {"epochs": state.epoch, "stopped_early": state.stopped_early}
         tracker.hparams(params.flat(), {k: float(metrics[k]) for k in HPARAM_METRICS})
     finally:
+        if dynamic is not None:
+            dynamic.close()
         tracker.close()
     write_all({
         paths["model"]: lambda tmp: checkpoint.save(tmp, model, params, meta, history=state.history,
