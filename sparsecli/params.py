@@ -18,7 +18,6 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from sparsecli.errors import ParamsError
-from sparsecli.targets.schema import Precision
 
 
 def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool):
@@ -216,6 +215,8 @@ class TrainParams(Section):
 # ---------------------------------------------------------------- hardware_map
 
 HLS_PRECISION = re.compile(r"^ap_fixed<(\d+),(-?\d+)>$")
+# the cost models' precisions (sparsecli.targets.network.PRECISION_BITS; a test keeps them equal)
+Precision = Literal["int8", "int16", "fixed16", "fp16", "fp32"]
 
 
 class HlsParams(Section):

@@ -245,3 +245,9 @@ def test_without_hls4ml_one_line_and_the_model_only(project, monkeypatch):
                      "continuing with the model only"]
     assert (project / "exports" / "model.onnx").is_file() and not (project / "exports" / "hls").exists()
     assert "hls_csim_accuracy" not in read(project, "metrics/hardware_map.json")
+
+
+def test_listed_in_help_with_its_options():
+    assert "hardware-map" in runner.invoke(app, ["--help"]).output
+    result = runner.invoke(app, ["hardware-map", "--help"])
+    assert result.exit_code == 0 and "--import-report" in result.output and "--hardware" in result.output

@@ -112,7 +112,7 @@ def run(
         )
         hls_info = _hls(model, test, features, targets, results, hp, folder, paths["exports"], progress)
         detail = {
-            "model": {"path": str(source), "fingerprint": fingerprint, "arch": meta_arch(model),
+            "model": {"path": str(source), "fingerprint": fingerprint, "arch": _arch(model),
                       "test_samples": len(test), "data": meta.get("source")},
             "network": _network_rows(network),
             "params": hp.model_dump(),
@@ -187,7 +187,7 @@ def _fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def meta_arch(model: torch.nn.Module) -> str:
+def _arch(model: torch.nn.Module) -> str:
     return "cnn" if hasattr(model, "conv") else "mlp"
 
 
