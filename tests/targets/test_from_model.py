@@ -51,3 +51,12 @@ def test_cnn_geometry_and_conv_input_density(tiny_params_path):
     assert conv.macs("dense") == 9 * 4 * 64
     assert hidden.in_features == 4 * 4 * 4  # pooled 4 channels of 4x4
     assert head.in_features == 32
+
+
+def test_targets_package_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, sparsecli.targets, sparsecli.targets.report; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
