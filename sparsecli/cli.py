@@ -38,7 +38,7 @@ VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show trace
 
 # Metrics a stage's one-line summary shows, when present.
 SUMMARY_KEYS = ("report", "test_accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction", "samples",
-                "classes", "written")
+                "classes", "written", "onnx_argmax_agreement", "hls_csim_accuracy")
 
 
 def _version(value: bool) -> None:
@@ -166,6 +166,30 @@ def prune(
         return (stage.sensitivity if sensitivity else stage.run)(p, progress=progress)
 
     _run("prune --sensitivity" if sensitivity else "prune", params, set_, as_json, quiet, verbose, call)
+
+
+@app.command("hardware-map")
+def hardware_map(
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+    hardware: Annotated[Path, typer.Option("--hardware", help="Folder of target files (<name>.yaml).")] = Path("hardware"),
+    import_report: Annotated[
+        Optional[Path],
+        typer.Option("--import-report", help="A Vivado/Vitis HLS csynth report (.xml or .rpt) of an exported "
+                     "project: stored in <hardware>/measured/ and shown as measured beside the estimate."),
+    ] = None,
+) -> None:
+    """Predict latency, throughput, energy and fit per hardware target; export ONNX and HLS projects."""
+
+    def call(p, progress):
+        from sparsecli.stages import hardware_map as stage
+
+        return stage.run(p, progress=progress, hardware_dir=hardware, import_report=import_report)
+
+    _run("hardware-map", params, set_, as_json, quiet, verbose, call)
 
 
 @app.command()

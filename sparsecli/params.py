@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from sparsecli.errors import ParamsError
 
@@ -310,6 +310,80 @@ class PruneParams(Section):
         return int(rows), int(cols)
 
 
+# ---------------------------------------------------------------- hardware_map
+
+HLS_PRECISION = re.compile(r"^ap_fixed<(\d+),(-?\d+)>$")
+# the cost models' precisions (sparsecli.targets.network.PRECISION_BITS; a test keeps them equal)
+Precision = Literal["int8", "int16", "fixed16", "fp16", "fp32"]
+
+
+class HlsParams(Section):
+    """The hls4ml export for FPGA targets (needs the optional extra ``sparsecli[fpga]``)."""
+
+    enabled: bool = True  # write an HLS C++ project per FPGA target into exports/hls/
+    csim: bool = True  # compile the bit-accurate C simulation with g++ and run it on the test split
+    precision: str = "ap_fixed<16,6>"  # weights, biases, inputs, activations: ap_fixed<width,integer bits>
+
+    @model_validator(mode="after")
+    def _check(self):
+        match = HLS_PRECISION.match(self.precision.replace(" ", ""))
+        if not match or not 2 <= int(match[1]) <= 32 or not 0 < int(match[2]) < int(match[1]):
+            raise _CrossFieldError(
+                "precision", self.precision, "must be ap_fixed<W,I> with 2 <= W <= 32 and 0 < I < W, e.g. ap_fixed<16,6>"
+            )
+        return self
+
+    @property
+    def width(self) -> int:
+        return int(HLS_PRECISION.match(self.precision.replace(" ", ""))[1])
+
+
+ALL_TARGETS = ["fpga-alveo-u250", "fpga-zu3eg", "fpga-pynq-z2", "cpu-avx512", "cpu-avx2", "cpu-local"]
+
+
+class HardwareMapParams(Section):
+    """What the hardware-map stage predicts: which targets (hardware/<name>.yaml), how."""
+
+    targets: list[str] = ALL_TARGETS
+    # cost-model precision by target name or kind (cpu, fpga); a target not named uses its file's first
+    precision: dict[str, Precision] = {"fpga": "fixed16", "cpu": "fp32"}
+    batch_sizes: list[PositiveInt] = [1, 64]  # must include 1 (the latency reference)
+    reuse_factor: Literal["auto"] | PositiveInt | list[PositiveInt] = "auto"  # FPGA: auto, one, or one per layer
+    calibration_repeats: PositiveInt = 5  # cpu targets with `calibrated:` fields: best of n microbenchmark runs
+    measure_repeats: PositiveInt = 30  # quick torch dense forward on this machine: median of n runs
+    measure_threads: PositiveInt = 1  # torch intra-op threads of that timing
+    onnx_opset: Annotated[int, _interval(13, 20, False, False)] = 17
+    hls: HlsParams = HlsParams()
+
+    @field_validator("reuse_factor", mode="before")
+    @classmethod
+    def _reuse(cls, value):
+        def positive(v):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+        if value == "auto" or positive(value) or (isinstance(value, list) and value and all(map(positive, value))):
+            return value
+        raise ValueError("must be auto, a positive integer, or a list of them (one per weight layer)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.targets:
+            raise _CrossFieldError("targets", self.targets, "list at least one target (a file name in hardware/)")
+        for i, name in enumerate(self.targets):
+            if name in self.targets[:i]:
+                raise _CrossFieldError(f"targets.{i}", name, "listed twice; remove the duplicate")
+        for key in self.precision:
+            if key not in self.targets and key not in ("cpu", "fpga"):
+                raise _CrossFieldError(
+                    f"precision.{key}", self.precision[key], "key must be cpu, fpga or a name in hardware_map.targets"
+                )
+        if 1 not in self.batch_sizes:
+            raise _CrossFieldError("batch_sizes", self.batch_sizes, "must include 1 (batch-1 latency is the reference)")
+        if len(set(self.batch_sizes)) != len(self.batch_sizes):
+            raise _CrossFieldError("batch_sizes", self.batch_sizes, "must not repeat a batch size")
+        return self
+
+
 # ---------------------------------------------------------------- all
 
 
@@ -320,6 +394,7 @@ class Params(Section):
     train: TrainParams = TrainParams()
     sparsity: SparsityParams = SparsityParams()
     prune: PruneParams = PruneParams()
+    hardware_map: HardwareMapParams = HardwareMapParams()
 
     def flat(self) -> dict[str, Any]:
         """Every scalar as ``dotted.key -> value`` (for TensorBoard HParams and reports)."""

@@ -23,6 +23,7 @@ def dvc_repo(tmp_path_factory):
     shutil.copy(ROOT / "dvc.yaml", repo)
     shutil.copy(TINY, repo / "params.yaml")
     shutil.copy(ROOT / ".gitignore", repo)
+    shutil.copytree(ROOT / "hardware", repo / "hardware")
     shutil.copytree(ROOT / "sparsecli", repo / "sparsecli", ignore=shutil.ignore_patterns("__pycache__"))
     sh("git", "init", "-q", cwd=repo)
     sh("git", "config", "user.email", "test@example.com", cwd=repo)
@@ -55,6 +56,25 @@ def test_changing_a_train_param_reruns_only_train(dvc_repo):
     assert "Stage 'data' didn't change, skipping" in out
     assert "Running stage 'train'" in out
     assert json.loads((dvc_repo / "metrics" / "train.json").read_text())["epochs"] == 2
+
+
+def test_editing_one_target_file_reruns_only_hardware_map(dvc_repo):
+    for out in ("metrics/hardware_map.json", "reports/hardware_map.md", "exports/model.onnx"):
+        assert (dvc_repo / out).is_file(), out
+    sh("git", "add", "-A", cwd=dvc_repo)
+    sh("git", "commit", "-qm", "lock", cwd=dvc_repo)
+    before = json.loads((dvc_repo / "metrics" / "hardware_map.json").read_text())["targets"]["fpga-zu3eg"]
+    target = dvc_repo / "hardware" / "fpga-zu3eg.yaml"
+    text = target.read_text()
+    assert "clock_mhz: 200 " in text
+    target.write_text(text.replace("clock_mhz: 200 ", "clock_mhz: 100 "))
+    out = sh("dvc", "repro", cwd=dvc_repo)
+    assert "Stage 'data' didn't change, skipping" in out
+    assert "Stage 'train' didn't change, skipping" in out
+    assert "Running stage 'hardware-map'" in out
+    after = json.loads((dvc_repo / "metrics" / "hardware_map.json").read_text())["targets"]["fpga-zu3eg"]
+    for mode in ("dense", "sparse-sparse"):  # half the clock, half the throughput; same design
+        assert after["batch_1"][mode]["throughput_ips"] == pytest.approx(before["batch_1"][mode]["throughput_ips"] / 2)
 
 
 def test_exp_run_with_set_param(dvc_repo):

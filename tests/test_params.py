@@ -22,6 +22,10 @@ from sparsecli.params import load_params, parse_override
         ("data.val_fraction=0.75", "val_fraction + test_fraction must be < 0.9"),
         ("model.conv=[{channels: 4}]", "model.arch = 'mlp': model.conv layers need arch cnn"),
         ("model.layers.0.kwta.k_inference_factor=9", "model.layers.0.kwta.k_inference_factor = 9.0: k at inference = 72 exceeds the 32 units"),
+        ("hardware_map.hls.precision=ap_fixed<8,9>", "hardware_map.hls.precision = 'ap_fixed<8,9>': must be ap_fixed<W,I> with 2 <= W <= 32 and 0 < I < W"),
+        ("hardware_map.precision.gpu=int8", "hardware_map.precision.gpu = 'int8': key must be cpu, fpga or a name in hardware_map.targets"),
+        ("hardware_map.reuse_factor=0", "hardware_map.reuse_factor = 0: must be auto, a positive integer, or a list of them"),
+        ("hardware_map.targets=[cpu-local, cpu-local]", "hardware_map.targets.1 = 'cpu-local': listed twice"),
     ],
 )
 def test_bad_params_name_the_key_and_the_fix(tiny_params_path, override, expected):
@@ -60,3 +64,12 @@ def test_shipped_params_validate():
     from conftest import ROOT
 
     load_params(ROOT / "params.yaml")
+
+
+def test_hardware_map_precisions_are_the_cost_models():
+    from typing import get_args
+
+    from sparsecli.params import Precision
+    from sparsecli.targets import PRECISION_BITS
+
+    assert set(get_args(Precision)) == set(PRECISION_BITS)

@@ -52,7 +52,7 @@ def test_templates_validate_and_default_matches_the_root_pipeline():
     from sparsecli.scaffold import templates
 
     names = templates()
-    assert {"default", "smoke"} <= set(names)
+    assert set(names) == {"default", "smoke", "mnist", "gsc-head"}
     for name in names:
         load_params(ROOT / "pipelines" / name / "params.yaml")
     assert (ROOT / "pipelines" / "default" / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()
@@ -63,6 +63,8 @@ def test_templates_validate_and_default_matches_the_root_pipeline():
             del stage["deps"]
     for name in names:
         template = yaml.safe_load((ROOT / "pipelines" / name / "dvc.yaml").read_text())
+        if name == "mnist":  # its data stage also depends on the IDX files in raw/mnist
+            assert template["stages"]["data"].pop("deps") == ["raw/mnist"]
         assert template == root, name
 
 

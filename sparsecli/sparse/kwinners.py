@@ -23,14 +23,20 @@ def winners(scores: torch.Tensor, k: int) -> torch.Tensor:
     on CPU; rows where ties make the threshold admit more than k fall back to topk, so
     exactly k win in every row.
     """
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return _topk_mask(scores, k)  # exporters need torch ops (ONNX TopK), not numpy
     values = scores.detach().contiguous().numpy()
     units = values.shape[1]
     threshold = np.partition(values, units - k, axis=1)[:, units - k: units - k + 1]
     won = values >= threshold
     if (np.count_nonzero(won, axis=1) != k).any():
-        top = scores.topk(k, dim=1, sorted=False).indices
-        return torch.zeros_like(scores).scatter_(1, top, 1.0)
+        return _topk_mask(scores, k)
     return torch.from_numpy(won.astype(values.dtype))
+
+
+def _topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    top = scores.topk(k, dim=1, sorted=False).indices
+    return torch.zeros_like(scores).scatter_(1, top, 1.0)
 
 
 class _KWinnersBase(nn.Module):

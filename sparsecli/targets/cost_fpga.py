@@ -159,6 +159,7 @@ def _layer_design(layer: LayerShape, mode: str, work: int, reuse: int, precision
         "kind": layer.kind,
         "mode_used": mode,
         "macs": layer.macs(mode),
+        "work": work,
         "reuse_factor": reuse,
         "multipliers": lanes,
         "dsp": math.ceil(lanes / target.macs_per_dsp[precision]),

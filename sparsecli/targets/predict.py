@@ -2,10 +2,13 @@
 
 The result is a plain JSON-serialisable dict, so a stage can write it as DVC metrics:
 
-    {"target", "kind", "target_file", "label": "estimated", "model", "precision",
+    {"target", "kind", "target_file", "label", "model", "precision",
      "reuse_policy" (FPGA), "calibration" (CPU: measurements, or None),
      "modes": {mode: {str(batch_size): {"totals": {...}, "layers": [...],
                                           "speedup_over_dense": {...}}}}}
+
+`label` is "calibrated" for a CPU target whose fields were measured on this machine
+(`calibrate`), else "estimated": no figure here is a measurement of the network itself.
 
 Speedups compare a mode with dense on the same target, batch size and precision:
 throughput = mode / dense, latency and energy = dense / mode (above 1 is better);
@@ -56,7 +59,7 @@ def predict(
         "target": target.name,
         "kind": target.kind,
         "target_file": target.source,
-        "label": "estimated",
+        "label": "calibrated" if is_cpu and target.measured is not None else "estimated",
         "model": (cost_cpu if is_cpu else cost_fpga).__name__,
         "precision": chosen,
     }
