@@ -46,3 +46,19 @@ def project(tmp_path, trained_dir) -> Path:
 def snapshot(folder: Path) -> dict[str, float]:
     """Every file under folder with its modification time: to assert nothing was written."""
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory, trained_dir, tiny_params) -> Path:
+    """The tiny project after every later stage too (prune, sensitivity, hardware-map; read-only)."""
+    from sparsecli.stages import hardware_map, prune
+
+    workdir = tmp_path_factory.mktemp("pipeline")
+    shutil.copytree(trained_dir, workdir, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "hardware", workdir / "hardware", ignore=shutil.ignore_patterns("measured"))
+    prune.run(tiny_params, workdir)
+    prune.sensitivity(tiny_params, workdir)
+    fast = tiny_params.model_copy(deep=True)
+    fast.hardware_map.hls.enabled = False
+    hardware_map.run(fast, workdir, hardware_dir=workdir / "hardware")
+    return workdir

@@ -17,10 +17,13 @@ def sections_of(html: str) -> list[str]:
     return re.findall(r'<section id="([\w-]+)">', html)
 
 
-def test_report_has_a_section_per_stage_that_ran_and_is_self_contained(project, tiny_params):
+def test_report_has_a_section_per_stage_that_ran_and_is_self_contained(tmp_path, pipeline_dir, tiny_params):
+    project = tmp_path / "p"
+    shutil.copytree(pipeline_dir, project)
     result = report.run(tiny_params, project)
     html = (project / "reports" / "index.html").read_text()
-    assert sections_of(html) == result["sections"] == ["data", "training", "sparsity", "noise"]
+    assert sections_of(html) == result["sections"] == ["data", "training", "sparsity", "noise", "prune", "hardware"]
+    assert "<h3>cpu-local (calibrated, fp32)</h3>" in html
     assert html.count("data:image/png;base64,") == result["figures"] >= 5
     assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing loaded from outside
     markdown = (project / "reports" / "index.md").read_text()
@@ -29,6 +32,7 @@ def test_report_has_a_section_per_stage_that_ran_and_is_self_contained(project, 
 
 
 def test_sections_are_omitted_when_their_inputs_are_missing(project, tiny_params):
+    assert report.run(tiny_params, project)["sections"] == ["data", "training", "sparsity", "noise"]
     shutil.rmtree(project / "metrics")
     assert report.run(tiny_params, project)["sections"] == ["data"]
     assert not any((project / "reports" / "figures").glob("*.png"))  # stale figures removed

@@ -26,6 +26,8 @@ def to_html(title: str, sections: list[Section]) -> str:
         out.append(f'<section id="{section.key}"><h2>{html.escape(section.title)}</h2>')
         out += [f"<p>{html.escape(p)}</p>" for p in section.text]
         for table in section.tables:
+            if table.caption:
+                out.append(f"<h3>{html.escape(table.caption)}</h3>")
             out.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in table.headers) + "</tr>")
             out += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in table.rows]
             out.append("</table>")
@@ -45,6 +47,8 @@ def to_markdown(title: str, sections: list[Section], figure_dir: str) -> str:
         for p in section.text:
             out += [p, ""]
         for table in section.tables:
+            if table.caption:
+                out += [f"### {table.caption}", ""]
             out.append("| " + " | ".join(str(h) for h in table.headers) + " |")
             out.append("|" + "---|" * len(table.headers))
             out += ["| " + " | ".join(str(c) for c in row) + " |" for row in table.rows]

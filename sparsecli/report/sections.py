@@ -25,6 +25,7 @@ class Figure:
 class Table:
     headers: list[str]
     rows: list[list]
+    caption: str = ""
 
 
 @dataclass
@@ -172,7 +173,89 @@ def noise_section(workdir: Path) -> Section | None:
     return section
 
 
-SECTIONS = (data_section, training_section, sparsity_accuracy_section, noise_section)
+def prune_section(workdir: Path) -> Section | None:
+    metrics = read_json(workdir / "metrics" / "prune.json")
+    sweep = read_csv(workdir / "reports" / "sensitivity.csv")
+    if metrics is None and not sweep:
+        return None
+    section = Section("prune", "Pruning")
+    if metrics is not None:
+        section.text.append(
+            f"Method {metrics.get('method')} ({metrics.get('scope')}), pattern {metrics.get('pattern')}: "
+            f"{'every group obeys it' if metrics.get('pattern_satisfied') else 'VIOLATED'}; "
+            f"{metrics.get('finetune_epochs')} fine-tuning epochs.")
+        section.tables.append(Table(["", "before", "after"], [
+            ["test accuracy", pct(metrics.get("test_accuracy_before")), pct(metrics.get("test_accuracy"))],
+            ["val accuracy", pct(metrics.get("val_accuracy_before")), pct(metrics.get("val_accuracy"))],
+            ["weight sparsity", pct(metrics.get("weight_sparsity_before")), pct(metrics.get("weight_sparsity"))],
+            ["MAC reduction", f"{num(metrics.get('mac_reduction_before'))}×", f"{num(metrics.get('mac_reduction'))}×"],
+            ["noise score", num(metrics.get("noise_score_before")), num(metrics.get("noise_score"))],
+        ]))
+        train = read_json(workdir / "metrics" / "train.json") or {}
+        before = train.get("weight_sparsity_per_layer", {})
+        after = metrics.get("weight_sparsity_per_layer", {})
+        names = list(after)
+        with figure("Weight sparsity per layer", "layer", "weight sparsity (fraction of zeros)") as ax:
+            xs = range(len(names))
+            ax.bar([x - 0.2 for x in xs], [before.get(n, 0.0) for n in names], width=0.4, label="after train")
+            ax.bar([x + 0.2 for x in xs], [after[n] for n in names], width=0.4, label="after prune")
+            ax.set_xticks(list(xs), names)
+            ax.set_ylim(0, 1)
+        section.figures.append(Figure("prune_per_layer", ax.figure.png, "Weight sparsity of each layer before and after pruning."))
+    if sweep:
+        with figure("Pruning sensitivity (one layer at a time, no fine-tuning)", "layer sparsity (fraction of zeros)",
+                    "val accuracy") as ax:
+            for layer in dict.fromkeys(row["layer"] for row in sweep):
+                rows = [r for r in sweep if r["layer"] == layer]
+                ax.plot([r["sparsity"] for r in rows], [r["val_accuracy"] for r in rows], marker="o", label=layer)
+        section.figures.append(Figure("sensitivity", ax.figure.png,
+                                      "Val accuracy with each layer alone magnitude-pruned (`sparsecli prune --sensitivity`)."))
+    return section
+
+
+MODES = ("dense", "sparse-dense", "sparse-sparse")
+
+
+def hardware_section(workdir: Path) -> Section | None:
+    metrics = read_json(workdir / "metrics" / "hardware_map.json")
+    if metrics is None:
+        return None
+    section = Section("hardware", "Hardware map")
+    section.text.append(f"Model {metrics.get('model')}; ONNX export argmax agreement with torch "
+                        f"{pct(metrics.get('onnx_argmax_agreement'))}. Full per-layer figures: reports/hardware_map.md.")
+    for name, target in (metrics.get("targets") or {}).items():
+        rows = []
+        for batch_key in sorted((k for k in target if k.startswith("batch_")), key=lambda k: int(k.split("_")[1])):
+            for mode in MODES:
+                cell = target[batch_key].get(mode) or {}
+                rows.append([batch_key.split("_")[1], mode, "yes" if cell.get("fits") else "no",
+                             _seconds(cell.get("latency_s")), num(cell.get("throughput_ips")),
+                             _joules(cell.get("energy_j")), f"{num(cell.get('speedup'))}×"])
+        section.tables.append(Table(["batch", "mode", "fits", "latency", "inferences/s", "energy/inference",
+                                     "speedup over dense"], rows,
+                                    caption=f"{name} ({target.get('label')}, {target.get('precision')})"))
+    return section
+
+
+def _seconds(x) -> str:
+    if x is None:
+        return "–"
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if x >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x / 1e-9:.3g} ns"
+
+
+def _joules(x) -> str:
+    if x is None:
+        return "–"
+    for unit, scale in (("J", 1), ("mJ", 1e-3), ("µJ", 1e-6), ("nJ", 1e-9)):
+        if x >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x / 1e-9:.3g} nJ"
+
+
+SECTIONS = (data_section, training_section, sparsity_accuracy_section, noise_section, prune_section, hardware_section)
 
 
 def build_sections(workdir: Path) -> list[Section]:
