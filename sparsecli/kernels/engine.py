@@ -1,0 +1,340 @@
+"""Whole-network sparse inference: pack once, then pass active units from layer to layer.
+
+``SparseEngine.from_layers(specs)`` packs every layer once into the layout its
+kernel reads: a layer fed a dense input (the first, or one after a layer
+without kWTA) gets a row layout and the sparse-dense kernel; a layer fed the
+winners of a kWTA layer gets a column layout and the sparse-sparse kernel,
+fused with its own kWTA when it has one. 16x1 block structure is detected per
+layer. ``forward`` then runs one or two numba calls per layer with the
+arguments resolved at pack time.
+
+``DenseEngine`` runs the same specs with torch (``F.linear`` and a topk-scatter
+kWTA): the reference for correctness and the baseline for speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparsecli.kernels import kwinners, sparse_dense, sparse_sparse
+from sparsecli.kernels.formats import (
+    STRUCTURES,
+    DenseRows,
+    RowBlocks,
+    RowCSR,
+    as_weight,
+    index_dtype,
+    pack_columns,
+    pack_rows,
+)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSpec:
+    """One linear layer: ``y = x @ weight.T + bias``, then k-winners-take-all if ``k`` is set.
+
+    ``weight`` is float32 ``[out, in]`` with zeros where masked. ``k=None`` means no
+    activation at all (the classifier head); with ``k`` the ``k`` largest outputs per
+    row keep their values, negative ones included, and the rest become zero.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    k: int | None = None
+
+    def __post_init__(self) -> None:
+        w = as_weight(self.weight)
+        object.__setattr__(self, "weight", w)
+        if self.bias is not None:
+            b = np.ascontiguousarray(np.asarray(self.bias, dtype=np.float32))
+            if b.shape != (w.shape[0],):
+                raise ValueError(f"bias must have shape ({w.shape[0]},) to match weight {w.shape}, got {b.shape}")
+            object.__setattr__(self, "bias", b)
+        if self.k is not None:
+            object.__setattr__(self, "k", kwinners.check_k(self.k, w.shape[0]))
+
+    @property
+    def n_out(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def n_in(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def density(self) -> float:
+        """Fraction of non-zero weights."""
+        return float(np.count_nonzero(self.weight)) / self.weight.size
+
+
+def check_layers(layers: Sequence[LayerSpec]) -> list[LayerSpec]:
+    """Validate a network: at least one layer, each a ``LayerSpec``, shapes chaining."""
+    layers = list(layers)
+    if not layers:
+        raise ValueError("a network needs at least one layer")
+    for i, spec in enumerate(layers):
+        if not isinstance(spec, LayerSpec):
+            raise ValueError(f"layer {i} must be a LayerSpec, got {type(spec).__name__}")
+        if i and spec.n_in != layers[i - 1].n_out:
+            raise ValueError(f"layer {i} takes {spec.n_in} inputs but layer {i - 1} gives {layers[i - 1].n_out}")
+    return layers
+
+
+# What selecting winners costs per unit of a row, in multiply-adds of a sparse kernel
+# (about 3 us per 1500-unit row): for deciding when threads pay.
+KWTA_MACS_PER_UNIT = 20.0
+
+# A step maps the running activations (dense [batch, n], or (indices, values)) to the next ones.
+_Step = Callable[[object, int], object]
+
+
+def _dense_input_step(spec: LayerSpec, structure: str, parallel: bool | None):
+    """Sparse-dense layer (row layout), then a separate kWTA if the layer has one."""
+    packed = pack_rows(spec.weight, structure)
+    n_out, k = spec.n_out, spec.k
+    if isinstance(packed, DenseRows):
+        import torch
+
+        w = torch.from_numpy(packed.weight)
+        b = None if spec.bias is None else torch.from_numpy(spec.bias)
+
+        def linear(x, batch):
+            with torch.inference_mode():
+                return torch.nn.functional.linear(torch.from_numpy(x), w, b).numpy()
+
+    elif isinstance(packed, RowBlocks):
+        bias = sparse_dense.padded_bias(spec.bias, packed)
+        args = (packed.row_ptr, packed.col, packed.values, bias)
+        tile = sparse_dense._BLOCKS_TILE
+
+        def linear(x, batch):
+            par = sparse_dense.use_parallel(parallel, 2, packed.nnz_stored * batch)
+            kernel = sparse_dense._blocks_parallel if par else sparse_dense._blocks_serial
+            if batch < tile:
+                out = np.empty((batch, packed.n_out_padded), np.float32)
+                kernel(x, *args, out, False)
+                return out
+            width = -(-batch // tile) * tile
+            out = np.empty((width, packed.n_out_padded), np.float32)
+            kernel(sparse_dense.transpose_padded(x, width), *args, out, True)
+            return out[:batch]  # whole rows: still C-contiguous
+
+    else:  # RowCSR: the public function already holds the whole dispatch
+
+        def linear(x, batch):
+            return sparse_dense.sparse_dense_linear(x, packed, spec.bias, parallel)
+
+    idx_dtype = index_dtype(n_out)
+
+    def step(x, batch):
+        out = linear(x, batch)
+        if k is None:
+            return out if out.shape == (batch, n_out) else np.ascontiguousarray(out[:batch, :n_out])
+        idx = np.empty((batch, k), idx_dtype)
+        val = np.empty((batch, k), np.float32)
+        if sparse_sparse.use_parallel(parallel, batch, KWTA_MACS_PER_UNIT * n_out * batch):
+            kwinners._k_winners_parallel(out, n_out, k, idx, val, kwinners.row_chunks(batch))
+        else:
+            kwinners._k_winners_serial(out, n_out, k, idx, val)
+        return idx, val
+
+    return step, packed
+
+
+def _sparse_input_step(spec: LayerSpec, structure: str, parallel: bool | None, active: int):
+    """Sparse-sparse layer (column layout), fused with its kWTA if it has one."""
+    packed = pack_columns(spec.weight, structure)
+    a, b, c = sparse_sparse.format_arrays(packed)
+    bias = sparse_sparse.check_bias(spec.bias, packed.n_out)
+    n_out, k, width = packed.n_out, spec.k, packed.n_out_padded
+    macs_per_row = sparse_sparse.expected_macs(packed, 1, active)
+    idx_dtype = index_dtype(n_out)
+
+    def step(x, batch):
+        idx, val = x
+        par = sparse_sparse.use_parallel(parallel, batch, macs_per_row * batch)
+        if k is None:
+            out = np.empty((batch, width), np.float32)
+            (sparse_sparse._linear_parallel if par else sparse_sparse._linear_serial)(idx, val, a, b, c, bias, out)
+            return out if width == n_out else np.ascontiguousarray(out[:, :n_out])
+        idx_out = np.empty((batch, k), idx_dtype)
+        val_out = np.empty((batch, k), np.float32)
+        args = (idx, val, a, b, c, bias, width, n_out, k, idx_out, val_out)
+        if par:
+            sparse_sparse._linear_kwta_parallel(*args, kwinners.row_chunks(batch))
+        else:
+            sparse_sparse._linear_kwta_serial(*args)
+        return idx_out, val_out
+
+    return step, packed
+
+
+def _densified(step, n_out: int):
+    """``step`` with its kWTA winners scattered back into dense rows."""
+
+    def dense_step(x, batch):
+        idx, val = step(x, batch)
+        out = np.empty((batch, n_out), np.float32)
+        kwinners._scatter_rows(idx, val, out)
+        return out
+
+    return dense_step
+
+
+ACTIVATIONS = ("sparse", "dense")
+
+
+class SparseEngine:
+    """A network packed for sparse inference; ``engine(x)`` returns the last layer's output.
+
+    Build it with ``from_layers``. Not safe to call from several threads at once
+    (numba's workqueue threading layer is not).
+    """
+
+    def __init__(
+        self,
+        steps: list[_Step],
+        packed: list,
+        layers: list[LayerSpec],
+        activations: str = "sparse",
+        input_k: int | None = None,
+    ):
+        self.input_k = input_k
+        self._steps = steps
+        self.activations = activations
+        self.packed = packed
+        self.layers = layers
+        self.n_in = layers[0].n_in
+        self.n_out = layers[-1].n_out
+
+    @classmethod
+    def from_layers(
+        cls,
+        layers: Sequence[LayerSpec],
+        structure: str = "auto",
+        parallel: bool | None = None,
+        activations: str = "sparse",
+        input_k: int | None = None,
+    ) -> SparseEngine:
+        """Pack ``layers`` once.
+
+        Args:
+            layers: the network, first layer first.
+            structure: ``auto`` (detect per layer), or force ``blocks16``, ``unstructured``, ``dense``.
+            parallel: use numba's threads (True/False); default: only where a call has enough work.
+            activations: ``sparse`` passes kWTA winners on as indices and values (sparse-sparse);
+                ``dense`` scatters them back into dense rows, so only weight sparsity is used
+                (sparse-dense; the point of comparison that isolates activation sparsity).
+            input_k: the input is itself sparse, ``input_k`` active units per row, passed to
+                ``forward_active`` as indices and values (e.g. to time one hidden layer alone).
+        """
+        if structure not in STRUCTURES:
+            raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
+        if activations not in ACTIVATIONS:
+            raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+        layers = check_layers(layers)
+        if input_k is not None:
+            input_k = kwinners.check_k(input_k, layers[0].n_in)
+        steps, packed = [], []
+        active = input_k  # winners per row feeding the current layer; None: a dense input
+        for spec in layers:
+            if active is None:
+                step, p = _dense_input_step(spec, structure, parallel)
+            else:
+                step, p = _sparse_input_step(spec, structure, parallel, active)
+            if activations == "dense" and spec.k is not None and spec is not layers[-1]:
+                step = _densified(step, spec.n_out)
+            steps.append(step)
+            packed.append(p)
+            active = spec.k if activations == "sparse" else None
+        return cls(steps, packed, layers, activations, input_k)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """float32 ``[batch, in]`` -> float32 ``[batch, out]``; a last layer with kWTA comes out dense."""
+        if self.input_k is not None:
+            raise ValueError("this engine takes a sparse input: call forward_active(indices, values)")
+        x = sparse_dense.check_input(x, self.n_in)
+        return self._run(x, x.shape[0])
+
+    def forward_active(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """Like ``forward`` for an engine built with ``input_k``: the input's active units as
+        ``[batch, input_k]`` indices and float32 values (e.g. from ``k_winners``)."""
+        if self.input_k is None:
+            raise ValueError("this engine takes a dense input: call forward(x)")
+        idx, val = sparse_sparse.check_active(idx, val, self.n_in)
+        if idx.shape[1] != self.input_k:
+            raise ValueError(f"expected {self.input_k} active units per row, got {idx.shape[1]}")
+        return self._run((idx, val), idx.shape[0])
+
+    def _run(self, h, batch: int) -> np.ndarray:
+        for step in self._steps:
+            h = step(h, batch)
+        if isinstance(h, tuple):
+            out = np.empty((batch, self.n_out), np.float32)
+            kwinners._scatter_rows(*h, out)
+            return out
+        return h
+
+    __call__ = forward
+
+    def describe(self) -> list[dict]:
+        """Per layer: shape, weight density, k, the layout chosen, and its kernel."""
+        rows = []
+        dense_input = self.input_k is None
+        for spec, p in zip(self.layers, self.packed):
+            dense_input = dense_input or self.activations == "dense"
+            rows.append(
+                {
+                    "shape": (spec.n_out, spec.n_in),
+                    "density": spec.density,
+                    "k": spec.k,
+                    "format": type(p).__name__,
+                    "kernel": ("sparse-dense" if dense_input else "sparse-sparse")
+                    if not isinstance(p, DenseRows)
+                    else "dense",
+                }
+            )
+            dense_input = spec.k is None
+        return rows
+
+
+class DenseEngine:
+    """The same network in torch: ``F.linear`` per layer, kWTA by ``topk`` + scatter.
+
+    ``engine(x)`` takes and returns numpy (or torch, if given torch).
+    """
+
+    def __init__(self, layers: Sequence[LayerSpec]):
+        import torch
+
+        self.layers = check_layers(layers)
+        self._params = [
+            (
+                torch.from_numpy(s.weight),
+                None if s.bias is None else torch.from_numpy(s.bias),
+                s.k,
+            )
+            for s in self.layers
+        ]
+
+    @classmethod
+    def from_layers(cls, layers: Sequence[LayerSpec]) -> DenseEngine:
+        return cls(layers)
+
+    def forward(self, x):
+        import torch
+        import torch.nn.functional as F
+
+        as_numpy = not isinstance(x, torch.Tensor)
+        h = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if as_numpy else x
+        with torch.inference_mode():
+            for w, b, k in self._params:
+                h = F.linear(h, w, b)
+                if k is not None:
+                    h = kwinners.kwta_dense_torch(h, k)
+        return h.numpy() if as_numpy else h
+
+    __call__ = forward

@@ -1,0 +1,291 @@
+"""Sparse-sparse kernels: sparse weights times sparse activations.
+
+Each input row arrives as its active units only, ``(indices, values)`` of fixed
+width ``[batch, k]`` (what ``k_winners`` emits; pad with value 0 for rows with
+fewer). The weight is packed by input column (``pack_columns``), so the work is
+"for each active input, add its column's non-zeros into the output": it scales
+with weight density x activation density, not with the layer size.
+
+Batch rows are independent; with ``parallel`` they are split over numba's
+threads, each row through the same per-row helper. The fused ``..._kwta``
+variant selects the k winners of each output row right after computing it, so
+the next layer gets indices and values without a dense round trip.
+
+The 16-wide block update is written out as 16 scalar lines on purpose: numba
+has no vector types, and LLVM's SLP vectorizer (``NUMBA_SLP_VECTORIZE=1``, set
+by this package) turns them into two AVX2 FMAs.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from sparsecli.kernels.formats import ColumnBlocks, ColumnCSC, DenseColumns, index_dtype, pack_columns
+from sparsecli.kernels.kwinners import _scratch_nb, check_k, row_chunks, select_row
+
+_FASTMATH = {"contract"}  # allow FMA; sums keep their order
+
+# Below this much work per call (in multiply-adds), waking threads costs more than it
+# saves: numba's workqueue layer takes ~25 us to start a parallel region on this class
+# of machine, about the time of 10^6 multiply-adds in these kernels.
+PARALLEL_MIN_MACS = 1_000_000
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def accumulate_blocks(out, idx, val, col_ptr, block_row, values):
+    """``out += W[:, idx] @ val`` for 16x1 blocks; one 16-wide update per kept block.
+
+    The block's 16 sums go through locals before the stores: without that, LLVM
+    cannot rule out that ``out`` aliases ``values`` and will not vectorize.
+    """
+    for a in range(idx.shape[0]):
+        xv = val[a]
+        if xv == 0.0:
+            continue
+        j = idx[a]
+        for p in range(col_ptr[j], col_ptr[j + 1]):
+            o = np.intp(block_row[p]) * 16
+            w = values[p]
+            y0 = out[o + 0] + w[0] * xv
+            y1 = out[o + 1] + w[1] * xv
+            y2 = out[o + 2] + w[2] * xv
+            y3 = out[o + 3] + w[3] * xv
+            y4 = out[o + 4] + w[4] * xv
+            y5 = out[o + 5] + w[5] * xv
+            y6 = out[o + 6] + w[6] * xv
+            y7 = out[o + 7] + w[7] * xv
+            y8 = out[o + 8] + w[8] * xv
+            y9 = out[o + 9] + w[9] * xv
+            y10 = out[o + 10] + w[10] * xv
+            y11 = out[o + 11] + w[11] * xv
+            y12 = out[o + 12] + w[12] * xv
+            y13 = out[o + 13] + w[13] * xv
+            y14 = out[o + 14] + w[14] * xv
+            y15 = out[o + 15] + w[15] * xv
+            out[o + 0] = y0
+            out[o + 1] = y1
+            out[o + 2] = y2
+            out[o + 3] = y3
+            out[o + 4] = y4
+            out[o + 5] = y5
+            out[o + 6] = y6
+            out[o + 7] = y7
+            out[o + 8] = y8
+            out[o + 9] = y9
+            out[o + 10] = y10
+            out[o + 11] = y11
+            out[o + 12] = y12
+            out[o + 13] = y13
+            out[o + 14] = y14
+            out[o + 15] = y15
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def accumulate_csc(out, idx, val, col_ptr, row, values):
+    """``out += W[:, idx] @ val`` for unstructured non-zeros (one scatter-add each)."""
+    for a in range(idx.shape[0]):
+        xv = val[a]
+        if xv == 0.0:
+            continue
+        j = idx[a]
+        for p in range(col_ptr[j], col_ptr[j + 1]):
+            out[row[p]] += values[p] * xv
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def accumulate_dense(out, idx, val, weight_t):
+    """``out += W[:, idx] @ val`` for a dense weight stored transposed (rows padded to 16)."""
+    n = weight_t.shape[1]
+    for a in range(idx.shape[0]):
+        xv = val[a]
+        if xv == 0.0:
+            continue
+        w = weight_t[idx[a]]
+        for i in range(n):
+            out[i] += w[i] * xv
+
+
+def accumulate(out, idx, val, a, b, c):
+    """Dispatch on the packed format (blocks: 2-D values; CSC: 1-D; dense: ``b is None``)."""
+    if b is None:
+        accumulate_dense(out, idx, val, a)
+    elif c.ndim == 2:
+        accumulate_blocks(out, idx, val, a, b, c)
+    else:
+        accumulate_csc(out, idx, val, a, b, c)
+
+
+@overload(accumulate)
+def _accumulate_overload(out, idx, val, a, b, c):
+    if isinstance(b, types.NoneType):
+        return lambda out, idx, val, a, b, c: accumulate_dense(out, idx, val, a)
+    if c.ndim == 2:
+        return lambda out, idx, val, a, b, c: accumulate_blocks(out, idx, val, a, b, c)
+    return lambda out, idx, val, a, b, c: accumulate_csc(out, idx, val, a, b, c)
+
+
+@njit(cache=True)
+def _init_row(out, bias):
+    n = bias.shape[0]
+    out[:n] = bias
+    out[n:] = 0.0
+
+
+@njit(cache=True)
+def _linear_serial(idx, val, a, b, c, bias, out):
+    for r in range(out.shape[0]):
+        _init_row(out[r], bias)
+        accumulate(out[r], idx[r], val[r], a, b, c)
+
+
+@njit(cache=True, parallel=True)
+def _linear_parallel(idx, val, a, b, c, bias, out):
+    for r in prange(out.shape[0]):
+        _init_row(out[r], bias)
+        accumulate(out[r], idx[r], val[r], a, b, c)
+
+
+@njit(cache=True)
+def _linear_kwta_serial(idx, val, a, b, c, bias, width, n, k, idx_out, val_out):
+    row = np.empty(width, np.float32)
+    keys, cand, ckeys, hist = _scratch_nb(n)
+    for r in range(idx.shape[0]):
+        _init_row(row, bias)
+        accumulate(row, idx[r], val[r], a, b, c)
+        select_row(row, n, k, idx_out[r], val_out[r], keys, cand, ckeys, hist)
+
+
+@njit(cache=True, parallel=True)
+def _linear_kwta_parallel(idx, val, a, b, c, bias, width, n, k, idx_out, val_out, n_chunks):
+    size = (idx.shape[0] + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
+        row = np.empty(width, np.float32)
+        keys, cand, ckeys, hist = _scratch_nb(n)
+        for r in range(ch * size, min(idx.shape[0], (ch + 1) * size)):
+            _init_row(row, bias)
+            accumulate(row, idx[r], val[r], a, b, c)
+            select_row(row, n, k, idx_out[r], val_out[r], keys, cand, ckeys, hist)
+
+
+def format_arrays(packed):
+    """The three arrays a packed column format hands to the kernels."""
+    if isinstance(packed, ColumnBlocks):
+        return packed.col_ptr, packed.block_row, packed.values
+    if isinstance(packed, ColumnCSC):
+        return packed.col_ptr, packed.row, packed.values
+    if isinstance(packed, DenseColumns):
+        return packed.weight_t, None, None
+    raise ValueError(f"expected a column format from pack_columns, got {type(packed).__name__}")
+
+
+def check_bias(bias, n_out):
+    """Validate a bias and return it as float32 ``[n_out]``; zeros for None.
+
+    The kernels always get an array: one compiled variant instead of two.
+    """
+    if bias is None:
+        return np.zeros(n_out, np.float32)
+    b = np.ascontiguousarray(np.asarray(bias, dtype=np.float32))
+    if b.shape != (n_out,):
+        raise ValueError(f"bias must have shape ({n_out},), got {b.shape}")
+    return b
+
+
+def check_active(idx, val, n_in):
+    """Validate active ``(indices, values)`` for an input of ``n_in`` units; C-contiguous copies if needed."""
+    if not isinstance(idx, np.ndarray):
+        idx = np.asarray(idx)
+    if not isinstance(val, np.ndarray):
+        val = np.asarray(val)
+    if idx.ndim != 2 or idx.shape != val.shape:
+        raise ValueError(f"indices and values must both be [batch, k], got {idx.shape} and {val.shape}")
+    if idx.dtype.kind not in "iu":
+        raise ValueError(f"indices must be integers, got {idx.dtype}")
+    if val.dtype != np.float32:
+        raise ValueError(f"values must be float32, got {val.dtype}")
+    if idx.size and ((idx.dtype.kind == "i" and int(idx.min()) < 0) or int(idx.max()) >= n_in):
+        raise ValueError(f"indices must lie in [0, {n_in})")
+    if not idx.flags.c_contiguous:
+        idx = np.ascontiguousarray(idx)
+    if not val.flags.c_contiguous:
+        val = np.ascontiguousarray(val)
+    return idx, val
+
+
+def expected_macs(packed, batch: int, active: int) -> float:
+    """Multiply-adds a call does: stored non-zeros per input column x active inputs x rows."""
+    return packed.nnz_stored / packed.n_in * active * batch
+
+
+def use_parallel(parallel, batch: int, macs: float) -> bool:
+    """Resolve ``parallel=None``: threads only when numba may use several and the
+    call has enough work (``macs``, split over ``batch`` parts) to pay for waking them."""
+    if parallel is None:
+        return batch > 1 and macs >= PARALLEL_MIN_MACS and numba.get_num_threads() > 1
+    return bool(parallel)
+
+
+def active_from_dense(x: np.ndarray):
+    """The non-zero entries of each row of a dense ``x``, as ``(indices, values)`` ``[batch, width]``.
+
+    ``width`` is the largest non-zero count of any row; shorter rows are padded
+    with index 0 and value 0, which the kernels skip.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D [batch, in], got shape {x.shape}")
+    mask = x != 0
+    width = max(1, int(mask.sum(axis=1).max(initial=0)))
+    idx = np.zeros((x.shape[0], width), index_dtype(x.shape[1]))
+    val = np.zeros((x.shape[0], width), np.float32)
+    for r in range(x.shape[0]):
+        (nz,) = np.nonzero(mask[r])
+        idx[r, : nz.size] = nz
+        val[r, : nz.size] = x[r, nz]
+    return idx, val
+
+
+def sparse_sparse_linear(idx, val, packed, bias=None, parallel: bool | None = None) -> np.ndarray:
+    """``x @ W.T + b`` for a sparse ``x`` given as active ``(indices, values)``.
+
+    Args:
+        idx, val: ``[batch, k]`` active input indices (any integer type) and float32 values.
+        packed: ``pack_columns(weight)``, or a weight array (packed on every call: slow).
+        bias: float32 ``[out]`` or None.
+        parallel: split rows over threads; default when the batch is big enough to pay.
+
+    Returns:
+        float32 ``[batch, out]``.
+    """
+    if isinstance(packed, np.ndarray):
+        packed = pack_columns(packed)
+    a, b, c = format_arrays(packed)
+    idx, val = check_active(idx, val, packed.n_in)
+    bias = check_bias(bias, packed.n_out)
+    out = np.empty((idx.shape[0], packed.n_out_padded), np.float32)
+    macs = expected_macs(packed, idx.shape[0], idx.shape[1])
+    kernel = _linear_parallel if use_parallel(parallel, idx.shape[0], macs) else _linear_serial
+    kernel(idx, val, a, b, c, bias, out)
+    return out if packed.n_out_padded == packed.n_out else np.ascontiguousarray(out[:, : packed.n_out])
+
+
+def sparse_sparse_linear_kwta(idx, val, packed, k: int, bias=None, parallel: bool | None = None):
+    """``k_winners(x @ W.T + b, k)`` in one pass per row: active ``(indices, values)`` in and out."""
+    if isinstance(packed, np.ndarray):
+        packed = pack_columns(packed)
+    a, b, c = format_arrays(packed)
+    idx, val = check_active(idx, val, packed.n_in)
+    bias = check_bias(bias, packed.n_out)
+    k = check_k(k, packed.n_out)
+    idx_out = np.empty((idx.shape[0], k), index_dtype(packed.n_out))
+    val_out = np.empty((idx.shape[0], k), np.float32)
+    macs = expected_macs(packed, idx.shape[0], idx.shape[1])
+    args = (idx, val, a, b, c, bias, packed.n_out_padded, packed.n_out, k, idx_out, val_out)
+    if use_parallel(parallel, idx.shape[0], macs):
+        _linear_kwta_parallel(*args, row_chunks(idx.shape[0]))
+    else:
+        _linear_kwta_serial(*args)
+    return idx_out, val_out

@@ -1,0 +1,114 @@
+"""Measuring kernels fairly: warm-up, interleaved repetitions, median and IQR.
+
+Interleaving (A B C A B C ...) spreads slow drifts of the machine (frequency,
+other processes, cache state) over every contender instead of whichever ran
+last; the median and interquartile range resist the outliers a shared machine
+produces. The rotation of the starting contender removes order bias.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Seconds per call over ``n`` measured repetitions."""
+
+    median_s: float
+    q1_s: float
+    q3_s: float
+    n: int
+
+    @property
+    def iqr_s(self) -> float:
+        return self.q3_s - self.q1_s
+
+    def as_dict(self) -> dict:
+        return {"median_s": self.median_s, "q1_s": self.q1_s, "q3_s": self.q3_s, "iqr_s": self.iqr_s, "n": self.n}
+
+
+def summarize(samples_s) -> TimingStats:
+    """Median and quartiles of per-call times in seconds."""
+    a = np.asarray(samples_s, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError("need a non-empty 1-D sequence of timings")
+    q1, med, q3 = np.percentile(a, [25, 50, 75])
+    return TimingStats(float(med), float(q1), float(q3), int(a.size))
+
+
+def speedup(baseline: TimingStats, other: TimingStats) -> float:
+    """How many times faster ``other`` is than ``baseline``, by medians."""
+    return baseline.median_s / other.median_s
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` threads in torch and numba alike, so a comparison is fair."""
+    import numba
+    import torch
+
+    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"threads must be in [1, {numba.config.NUMBA_NUM_THREADS}], got {n}")
+    torch.set_num_threads(n)
+    numba.set_num_threads(n)
+
+
+def max_threads() -> int:
+    """The most threads numba may use in this process (the cores it saw at start-up)."""
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+def warm_up(fn: Callable[[], object], calls: int = 3) -> None:
+    """Run ``fn`` a few times: compilation, allocation and caches settle before timing."""
+    for _ in range(calls):
+        fn()
+
+
+def interleaved_timings(
+    fns: Mapping[str, Callable[[], object]],
+    repeats: int = 50,
+    warmup: int = 3,
+    inner: int = 1,
+    min_time_s: float = 0.0,
+) -> dict[str, TimingStats]:
+    """Time several zero-argument callables against each other.
+
+    Args:
+        fns: name -> callable, each doing one unit of work.
+        repeats: measured rounds; each round times every callable once, in rotated order.
+        warmup: untimed calls of each callable first.
+        inner: calls per timed sample (the sample is their mean), for very short calls.
+        min_time_s: keep adding rounds until the slowest callable has been timed this long.
+
+    Returns:
+        name -> per-call ``TimingStats``.
+    """
+    if not fns:
+        raise ValueError("nothing to time")
+    if repeats < 1 or inner < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1, inner >= 1, warmup >= 0; got {repeats}, {inner}, {warmup}")
+    names = list(fns)
+    for name in names:
+        warm_up(fns[name], warmup)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    total = dict.fromkeys(names, 0.0)
+    clock = time.perf_counter
+    rounds = 0
+    while rounds < repeats or max(total.values()) < min_time_s:
+        shift = rounds % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = fns[name]
+            t0 = clock()
+            for _ in range(inner):
+                fn()
+            dt = clock() - t0
+            samples[name].append(dt / inner)
+            total[name] += dt
+        rounds += 1
+    return {name: summarize(samples[name]) for name in names}
