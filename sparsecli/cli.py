@@ -98,7 +98,7 @@ def _run(name: str, params_path: Path, overrides: list[str] | None, as_json: boo
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
-    elif render is not None:
+    elif render is not None and not quiet:
         typer.echo(render(metrics))
     elif not quiet:
         shown = ", ".join(f"{k} {_fmt(metrics[k])}" for k in SUMMARY_KEYS if k in metrics)
@@ -190,6 +190,31 @@ def hardware_map(
         return stage.run(p, progress=progress, hardware_dir=hardware, import_report=import_report)
 
     _run("hardware-map", params, set_, as_json, quiet, verbose, call)
+
+
+@app.command()
+def benchmark(
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Measure sparse CPU kernels against dense torch: metrics/benchmark.json, reports/benchmark.{md,png}."""
+
+    def call(p, progress):
+        from sparsecli.stages import benchmark as stage
+
+        return stage.run(p, progress=progress)
+
+    _run("benchmark", params, set_, as_json, quiet, verbose, call, render=_benchmark_summary)
+
+
+def _benchmark_summary(metrics: dict) -> str:
+    lines = [f"{key}: " + ", ".join(f"{mode} {value:.1f}x" for mode, value in speeds.items() if value)
+             for key, speeds in metrics["headline"].items()]
+    failed = [f"CHECK FAILED (no speedup reported): {f}" for f in metrics["check_failures"]]
+    return "\n".join(["benchmark: done. end-to-end speedup over dense torch:", *lines, *failed])
 
 
 @app.command()

@@ -384,6 +384,25 @@ class HardwareMapParams(Section):
         return self
 
 
+# ---------------------------------------------------------------- benchmark
+
+
+class BenchmarkParams(Section):
+    """How the benchmark stage measures: sizes, repetitions, threads, which networks."""
+
+    batch_size: PositiveInt = 64  # measured besides batch 1
+    repeats: PositiveInt = 20  # timed samples per kernel and setting (interleaved, median and IQR)
+    threads: list[NonNegInt] = [1, 0]  # thread counts to measure at; 0 = all cores
+    reference: bool = True  # also the GSC-sized reference network (90%/95% sparse, unstructured and 16x1 blocks)
+    onnxruntime: bool = True  # time onnxruntime on exports/model.onnx (from hardware-map) as a baseline
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.threads:
+            raise _CrossFieldError("threads", self.threads, "list at least one thread count (0 = all cores)")
+        return self
+
+
 # ---------------------------------------------------------------- all
 
 
@@ -395,6 +414,7 @@ class Params(Section):
     sparsity: SparsityParams = SparsityParams()
     prune: PruneParams = PruneParams()
     hardware_map: HardwareMapParams = HardwareMapParams()
+    benchmark: BenchmarkParams = BenchmarkParams()
 
     def flat(self) -> dict[str, Any]:
         """Every scalar as ``dotted.key -> value`` (for TensorBoard HParams and reports)."""

@@ -50,8 +50,8 @@ def snapshot(folder: Path) -> dict[str, float]:
 
 @pytest.fixture(scope="session")
 def pipeline_dir(tmp_path_factory, trained_dir, tiny_params) -> Path:
-    """The tiny project after every later stage too (prune, sensitivity, hardware-map; read-only)."""
-    from sparsecli.stages import hardware_map, prune
+    """The tiny project after every later stage too (prune, sensitivity, hardware-map, benchmark; read-only)."""
+    from sparsecli.stages import benchmark, hardware_map, prune
 
     workdir = tmp_path_factory.mktemp("pipeline")
     shutil.copytree(trained_dir, workdir, dirs_exist_ok=True)
@@ -61,4 +61,5 @@ def pipeline_dir(tmp_path_factory, trained_dir, tiny_params) -> Path:
     fast = tiny_params.model_copy(deep=True)
     fast.hardware_map.hls.enabled = False
     hardware_map.run(fast, workdir, hardware_dir=workdir / "hardware")
+    benchmark.run(fast, workdir)  # the smoke params: pipeline model only, 1 thread, few repeats
     return workdir

@@ -22,7 +22,8 @@ def test_report_has_a_section_per_stage_that_ran_and_is_self_contained(tmp_path,
     shutil.copytree(pipeline_dir, project)
     result = report.run(tiny_params, project)
     html = (project / "reports" / "index.html").read_text()
-    assert sections_of(html) == result["sections"] == ["data", "training", "sparsity", "noise", "prune", "hardware"]
+    assert sections_of(html) == result["sections"] == ["data", "training", "sparsity", "noise", "prune", "hardware",
+                                                       "benchmark"]
     assert "<h3>cpu-local (calibrated, fp32)</h3>" in html
     assert html.count("data:image/png;base64,") == result["figures"] >= 5
     assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing loaded from outside

@@ -33,7 +33,7 @@ def figure(title: str, xlabel: str, ylabel: str) -> Iterator:
         ax.set_ylabel(ylabel)
         try:
             yield ax
-            if ax.get_legend_handles_labels()[0]:
+            if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:
                 ax.legend()
             fig.tight_layout()
             buffer = io.BytesIO()

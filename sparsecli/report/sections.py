@@ -237,6 +237,53 @@ def hardware_section(workdir: Path) -> Section | None:
     return section
 
 
+def benchmark_section(workdir: Path) -> Section | None:
+    metrics = read_json(workdir / "metrics" / "benchmark.json")
+    if metrics is None:
+        return None
+    machine = metrics.get("machine", {})
+    section = Section("benchmark", "Benchmark (measured on this CPU)")
+    section.text.append(f"{machine.get('cpu')}, {machine.get('cores')} cores; {metrics.get('method')}. "
+                        "Full tables: reports/benchmark.md.")
+    for failure in metrics.get("check_failures", []):
+        section.text.append(f"Kernel disagreed with dense, no speedup reported: {failure}")
+    rows = [[key, f"{num(s.get('sparse-dense'))}×", f"{num(s.get('sparse-sparse'))}×"]
+            for key, s in (metrics.get("headline") or {}).items()]
+    section.tables.append(Table(["network, batch, threads", "sparse-dense", "sparse-sparse"], rows,
+                                caption="End-to-end speedup over dense torch (including kWTA)"))
+    png = benchmark_speedup_png(metrics)
+    if png is not None:
+        section.figures.append(Figure("benchmark_speedup", png,
+                                      "Measured end-to-end speedup against the ideal 1 / (weight density × activation density)."))
+    return section
+
+
+def benchmark_speedup_png(metrics: dict) -> bytes | None:
+    """Measured end-to-end sparse-sparse speedup (1 thread) against its ideal; FPGA estimates as lines."""
+    points = []
+    for label, entry in (metrics.get("networks") or {}).items():
+        for row in entry.get("rows", []):
+            speed = row.get("speedup", {}).get("sparse-sparse")
+            if row["stage"].startswith("end-to-end") and row["threads"] == 1 and speed:
+                points.append((label, row["batch"], row["ideal"]["sparse-sparse"], speed))
+    if not points:
+        return None
+    with figure("Measured speedup vs ideal (sparse-sparse, end to end, 1 thread)",
+                "ideal speedup = dense MACs / sparse-sparse MACs", "measured speedup over dense torch") as ax:
+        for label, batch, ideal, speed in points:
+            ax.scatter([ideal], [speed], marker="o" if batch == 1 else "s", label=f"{label} b{batch}")
+        top = max(max(p[2] for p in points), 1.0)
+        ax.plot([1, top], [1, top], linestyle="--", color="grey", label="ideal")
+        for name, p in (metrics.get("hardware_map") or {}).items():
+            estimate = (p.get("speedup") or {}).get("sparse-sparse")
+            if estimate and name.startswith("fpga"):
+                ax.axhline(estimate, linestyle=":", linewidth=1, label=f"{name} (estimated, pipeline model)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(fontsize=6)
+    return ax.figure.png
+
+
 def _seconds(x) -> str:
     if x is None:
         return "–"
@@ -255,7 +302,8 @@ def _joules(x) -> str:
     return f"{x / 1e-9:.3g} nJ"
 
 
-SECTIONS = (data_section, training_section, sparsity_accuracy_section, noise_section, prune_section, hardware_section)
+SECTIONS = (data_section, training_section, sparsity_accuracy_section, noise_section, prune_section, hardware_section,
+            benchmark_section)
 
 
 def build_sections(workdir: Path) -> list[Section]:

@@ -1,0 +1,189 @@
+"""Timing whole sparse networks against dense torch, checked first: shared by the ``benchmark``
+stage and ``benchmarks/bench_kernels.py``.
+
+Per layer: one layer's linear map alone (no kWTA). Dense torch and sparse-dense get a
+dense input; sparse-sparse gets the active units of the same input (for the first layer a
+synthetic input at the activation density ``ad``). ``kwta`` compares torch topk + scatter
+with ``k_winners``. End to end: the whole network including kWTA. Repetitions are
+interleaved across contenders, median and IQR per call; speedup = dense median / kernel
+median; ideal = dense multiply-adds / the multiply-adds a kernel must do. Every kernel's
+output is checked against dense first: one that disagrees gets no timing (None) and its
+failure is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sparsecli.kernels.check import check_against_dense
+from sparsecli.kernels.engine import DenseEngine, LayerSpec, SparseEngine
+from sparsecli.kernels.kwinners import k_winners, kwta_dense_torch, scatter_dense
+from sparsecli.kernels.timing import interleaved_timings, set_threads
+
+# The reference network: a Google-Speech-Commands-sized MLP head.
+SIZES = (1600, 1500, 1500, 12)
+SETTINGS = ((0.90, 0.10), (0.95, 0.05))  # (weight sparsity, fraction of units active)
+STRUCTURES = ("unstructured", "blocks16")
+BATCHES = (1, 64)
+# Calls per timed sample (the sample is their mean): a serving loop's steady state, where
+# a layer's weights are still cached from the previous call. Samples alternate between
+# contenders, so each burst starts after the others have swept the caches.
+INNER = {1: 10, 64: 2}
+TARGETS = {  # (weight sparsity, structure, batch) -> end-to-end sparse-sparse speedup to reach
+    (0.90, "blocks16", 1): 10.0,
+    (0.90, "blocks16", 64): 4.0,
+    (0.95, "blocks16", 1): 20.0,
+}
+
+
+def mask(rng, n_out: int, n_in: int, density: float, structure: str) -> np.ndarray:
+    """Exactly ``round(density * n_in)`` non-zeros per output row (per 16-row block for blocks16)."""
+    per_row = round(density * n_in)
+    rows = -(-n_out // 16) if structure == "blocks16" else n_out
+    cols = np.argsort(rng.random((rows, n_in)), axis=1)[:, :per_row]
+    kept = np.zeros((rows, n_in), bool)
+    np.put_along_axis(kept, cols, True, axis=1)
+    return np.repeat(kept, 16, axis=0)[:n_out] if structure == "blocks16" else kept
+
+
+def gsc_network(weight_sparsity: float, percent_on: float, structure: str) -> list[LayerSpec]:
+    rng = np.random.default_rng(0)
+    density = 1.0 - weight_sparsity
+    specs = []
+    for i, (n_in, n_out) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+        head = i == len(SIZES) - 2
+        m = np.ones((n_out, n_in), bool) if head else mask(rng, n_out, n_in, density, structure)
+        fan_in = n_in if head else round(density * n_in)
+        w = (rng.standard_normal((n_out, n_in)) * m / np.sqrt(fan_in)).astype(np.float32)
+        b = (0.01 * rng.standard_normal(n_out)).astype(np.float32)
+        specs.append(LayerSpec(w, b, None if head else round(percent_on * n_out)))
+    return specs
+
+
+@dataclass
+class Row:
+    setting: str
+    batch: int
+    threads: int
+    stage: str
+    ideal_sd: float | None  # None: no such kernel, or no MACs to compare (kWTA)
+    ideal_ss: float | None
+    times: dict  # contender -> TimingStats or None
+
+
+def checked(fn, reference, label: str, failures: list):
+    """``fn`` if its output agrees with ``reference``, else None (and the failure is recorded)."""
+    check = check_against_dense(fn(), reference)
+    if check.ok:
+        return fn
+    failures.append(f"{label}: {check}")
+    return None
+
+
+def time_contenders(fns: dict, repeats: int, inner: int) -> dict:
+    live = {name: fn for name, fn in fns.items() if fn is not None}
+    stats = interleaved_timings(live, repeats=repeats, warmup=3, inner=inner)
+    return {name: stats.get(name) for name in fns}
+
+
+def reference_input(batch: int, features: int = SIZES[0]) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((batch, features)).astype(np.float32)
+
+
+def bench_setting(specs, label, ad, x, threads, repeats, inner, failures) -> list[Row]:
+    """Rows for one network, input ``x`` (its batch size) and thread count; see the module docstring."""
+    set_threads(threads)
+    batch = len(x)
+    tag = f"{label} b{batch} t{threads}"
+    rows = []
+    torch_w = [(torch.from_numpy(s.weight), torch.from_numpy(s.bias)) for s in specs]
+
+    def dense_layer(i, xin):
+        xt = torch.from_numpy(xin)
+        w, b = torch_w[i]
+
+        def run():
+            with torch.inference_mode():
+                return F.linear(xt, w, b)
+
+        return run
+
+    # Layer inputs: the first layer's synthetic sparse input, then each kWTA's winners.
+    k_in = max(1, round(ad * specs[0].n_in))
+    inputs = [k_winners(x, k_in)]
+    h = x
+    for spec in specs[:-1]:
+        pre = F.linear(torch.from_numpy(h), torch.from_numpy(spec.weight), torch.from_numpy(spec.bias))
+        h = kwta_dense_torch(pre, spec.k).numpy()
+        inputs.append(k_winners(h, spec.k))
+    for i, spec in enumerate(specs):
+        alone = LayerSpec(spec.weight, spec.bias, None)
+        idx, val = inputs[i]
+        x_sparse = scatter_dense(idx, val, spec.n_in)
+        x_dense = x if i == 0 else x_sparse  # what dense torch and sparse-dense get
+        reference = dense_layer(i, x_sparse)()
+        ss_engine = SparseEngine.from_layers([alone], input_k=idx.shape[1])
+        fns = {"dense": dense_layer(i, x_dense)}
+        layer_wd = spec.density
+        if layer_wd < 1.0:
+            sd_engine = SparseEngine.from_layers([alone])
+            fns["sparse-dense"] = checked(
+                lambda e=sd_engine, xd=x_dense: e(xd),
+                dense_layer(i, x_dense)(),
+                f"{tag} layer{i + 1} sparse-dense",
+                failures,
+            )
+        else:
+            fns["sparse-dense"] = None
+        fns["sparse-sparse"] = checked(
+            lambda e=ss_engine, a=idx, v=val: e.forward_active(a, v),
+            reference,
+            f"{tag} layer{i + 1} sparse-sparse",
+            failures,
+        )
+        a_in = idx.shape[1] / spec.n_in
+        rows.append(
+            Row(
+                label,
+                batch,
+                threads,
+                f"layer{i + 1} {spec.n_in}->{spec.n_out}",
+                1.0 / layer_wd if layer_wd < 1.0 else None,
+                1.0 / (layer_wd * a_in),
+                time_contenders(fns, repeats, inner),
+            )
+        )
+    # kWTA alone on the second hidden layer's output (networks with two hidden kWTA layers).
+    if len(specs) > 2 and specs[1].k is not None:
+        pre = dense_layer(1, scatter_dense(*inputs[1], specs[0].n_out))().numpy()
+        pre_t = torch.from_numpy(pre)
+        k = specs[1].k
+        fns = {
+            "dense": lambda: kwta_dense_torch(pre_t, k),
+            "sparse-dense": None,
+            "sparse-sparse": checked(
+                lambda: scatter_dense(*k_winners(pre, k), specs[1].n_out), kwta_dense_torch(pre_t, k), f"{tag} kwta", failures
+            ),
+        }
+        rows.append(Row(label, batch, threads, f"kwta {specs[1].n_out} k={k}", None, None, time_contenders(fns, repeats, inner)))
+    # End to end.
+    dense = DenseEngine.from_layers(specs)
+    reference = dense(x)
+    sd = SparseEngine.from_layers(specs, activations="dense")
+    ss = SparseEngine.from_layers(specs)
+    fns = {
+        "dense": lambda: dense(x),
+        "sparse-dense": checked(lambda: sd(x), reference, f"{tag} end-to-end sparse-dense", failures),
+        "sparse-sparse": checked(lambda: ss(x), reference, f"{tag} end-to-end sparse-sparse", failures),
+    }
+    macs = [s.n_in * s.n_out for s in specs]
+    macs_sd = sum(m * s.density for m, s in zip(macs, specs))
+    acts = [1.0] + [s.k / s.n_out for s in specs[:-1]]
+    macs_ss = sum(m * s.density * a for m, s, a in zip(macs, specs, acts))
+    stats = time_contenders(fns, repeats, inner)
+    rows.append(Row(label, batch, threads, "end-to-end (incl. kWTA)", sum(macs) / macs_sd, sum(macs) / macs_ss, stats))
+    return rows

@@ -1,0 +1,306 @@
+"""The ``benchmark`` stage: sparse CPU inference measured against dense torch in one run.
+
+Measures the pipeline's model (``models/pruned.pt``, else ``models/train.pt``; MLPs only)
+and the reference GSC-sized network (1600-1500-1500-12, weights 90%/95% sparse,
+unstructured and 16x1 blocks, 10%/5% active units; masks from a fixed seed) with every
+kernel, at batch 1 and ``benchmark.batch_size``, at each of ``benchmark.threads``. A
+kernel's timing counts only after its output matched dense (``sparsecli.kernels.measure``).
+onnxruntime on the exported dense model (``exports/model.onnx``) is the "what you would
+otherwise deploy" baseline. The hardware-map predictions, when present, sit beside the
+measurements, each labelled measured/estimated/calibrated.
+
+Writes ``metrics/benchmark.json``, ``reports/benchmark.md`` and ``reports/benchmark.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from sparsecli import checkpoint
+from sparsecli.atomic import json_text, write_all
+from sparsecli.errors import ParamsError
+from sparsecli.params import Params
+from sparsecli.progress import Progress
+from sparsecli.training import read_splits
+
+MODES = ("dense", "sparse-dense", "sparse-sparse")
+
+
+def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
+    return {
+        "metrics": workdir / "metrics" / "benchmark.json",
+        "report": workdir / "reports" / "benchmark.md",
+        "plot": workdir / "reports" / "benchmark.png",
+    }
+
+
+def run(params: Params, workdir: Path = Path("."), progress: Progress | None = None) -> dict:
+    from sparsecli.kernels import max_threads
+    from sparsecli.kernels.measure import INNER, SETTINGS, STRUCTURES, bench_setting, gsc_network, reference_input
+
+    progress = progress or Progress()
+    bp = params.benchmark
+    workdir = Path(workdir)
+    paths = outputs(workdir)
+    model_path = workdir / "models" / "pruned.pt"
+    if not model_path.is_file():
+        model_path = workdir / "models" / "train.pt"
+    model, _, _ = checkpoint.load(model_path)
+    splits, _ = read_splits(workdir)
+    threads = sorted({max_threads() if t == 0 else min(t, max_threads()) for t in bp.threads})
+    batches = sorted({1, bp.batch_size})
+    inner = {b: INNER.get(b, max(1, 64 // b)) for b in batches}
+    failures: list[str] = []
+    networks: dict[str, dict] = {}
+
+    # The pipeline's own model, on real test inputs.
+    model_entry = {"model": str(model_path.relative_to(workdir))}
+    try:
+        specs = _model_specs(model)
+    except ParamsError as e:
+        model_entry["skipped"] = str(e)
+        specs = None
+    if specs is not None:
+        from sparsecli.kernels import SparseEngine
+        from sparsecli.kernels.from_model import fidelity
+
+        model_entry["fidelity"] = fidelity(model, SparseEngine.from_layers(specs), splits["test"].x)
+        rows = []
+        for batch in batches:
+            x = _test_batch(splits["test"].x.numpy(), batch)
+            for t in threads:
+                progress.message(f"benchmark: pipeline model, batch {batch}, {t} thread(s)")
+                rows += bench_setting(specs, "pipeline model", 1.0, x, t, bp.repeats, inner[batch], failures)
+        model_entry["rows"] = [_row_dict(r) for r in rows]
+        model_entry |= _ideal(specs)
+        if bp.onnxruntime and (workdir / "exports" / "model.onnx").is_file():
+            model_entry["onnxruntime"] = _onnxruntime(workdir / "exports" / "model.onnx", specs, splits["test"].x.numpy(),
+                                                     batches, threads, bp.repeats, inner)
+    networks["pipeline model"] = model_entry
+
+    if bp.reference:
+        for weight_sparsity, percent_on in SETTINGS:
+            for structure in STRUCTURES:
+                label = f"reference {weight_sparsity:.0%}w/{percent_on:.0%}a {structure}"
+                ref = gsc_network(weight_sparsity, percent_on, structure)
+                rows = []
+                for batch in batches:
+                    for t in threads:
+                        progress.message(f"benchmark: {label}, batch {batch}, {t} thread(s)")
+                        rows += bench_setting(ref, label, percent_on, reference_input(batch), t, bp.repeats,
+                                              inner[batch], failures)
+                networks[label] = {"weight_sparsity": weight_sparsity, "activation_density": percent_on,
+                                   "structure": structure, "rows": [_row_dict(r) for r in rows], **_ideal(ref)}
+
+    predictions = _predictions(workdir / "metrics" / "hardware_map.json")
+    measured = _measured_latency(networks.get("pipeline model", {}))
+    if predictions and measured and "cpu-local" in predictions:
+        predicted = predictions["cpu-local"]["latency_s"]
+        predictions["cpu-local"]["predicted_over_measured"] = {
+            mode: predicted[mode] / measured[mode] for mode in ("dense", "sparse-sparse")
+            if predicted.get(mode) and measured.get(mode)}
+    metrics = {
+        "machine": _machine(),
+        "method": "interleaved repetitions, median and IQR per call; speedup = dense torch median / kernel median; "
+                  "a kernel whose output disagrees with dense gets no timing",
+        "check_failures": failures,
+        "headline": _headline(networks),
+        "networks": networks,
+        "hardware_map": predictions,
+        "measured_latency_s": measured,
+    }
+    write_all({
+        paths["metrics"]: lambda tmp: tmp.write_text(json_text(metrics)),
+        paths["report"]: lambda tmp: tmp.write_text(_markdown(metrics)),
+        paths["plot"]: lambda tmp: _plot(metrics, tmp),
+    })
+    for failure in failures:
+        progress.message(f"benchmark: CHECK FAILED, no speedup reported: {failure}")
+    return metrics
+
+
+def _model_specs(model):
+    from sparsecli.kernels.from_model import layer_specs
+
+    return layer_specs(model)
+
+
+def _test_batch(x: np.ndarray, batch: int) -> np.ndarray:
+    reps = -(-batch // len(x))
+    return np.ascontiguousarray(np.tile(x, (reps, 1))[:batch], dtype=np.float32)
+
+
+def _ideal(specs) -> dict:
+    """Ideal end-to-end speedups: dense MACs over the MACs each mode must do."""
+    macs = [s.n_in * s.n_out for s in specs]
+    acts = [1.0] + [s.k / s.n_out if s.k else 1.0 for s in specs[:-1]]
+    sd = sum(m * s.density for m, s in zip(macs, specs))
+    ss = sum(m * s.density * a for m, s, a in zip(macs, specs, acts))
+    return {"ideal_speedup": {"sparse-dense": sum(macs) / sd, "sparse-sparse": sum(macs) / ss},
+            "weight_density": sd / sum(macs)}
+
+
+def _row_dict(row) -> dict:
+    dense = row.times["dense"]
+    out = {"batch": row.batch, "threads": row.threads, "stage": row.stage,
+           "times_s": {k: (v.as_dict() if v else None) for k, v in row.times.items()}}
+    out["speedup"] = {k: (dense.median_s / v.median_s if v and dense else None)
+                      for k, v in row.times.items() if k != "dense"}
+    out["ideal"] = {"sparse-dense": row.ideal_sd, "sparse-sparse": row.ideal_ss}
+    out["fraction_of_ideal"] = {k: (out["speedup"][k] / out["ideal"][k] if out["speedup"].get(k) and out["ideal"][k]
+                                    else None) for k in ("sparse-dense", "sparse-sparse")}
+    return out
+
+
+def _onnxruntime(path: Path, specs, x: np.ndarray, batches, threads, repeats, inner) -> list[dict]:
+    """onnxruntime on the dense exported model vs dense torch, interleaved, same threads."""
+    import onnxruntime as ort
+
+    from sparsecli.kernels import DenseEngine, interleaved_timings, set_threads
+
+    dense = DenseEngine.from_layers(specs)
+    out = []
+    for t in threads:
+        set_threads(t)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = t
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        for batch in batches:
+            xb = _test_batch(x, batch)
+            stats = interleaved_timings({"dense": lambda: dense(xb), "onnxruntime": lambda: session.run(None, {name: xb})},
+                                        repeats=repeats, warmup=3, inner=inner[batch])
+            out.append({"batch": batch, "threads": t, "times_s": {k: v.as_dict() for k, v in stats.items()},
+                        "dense_over_onnxruntime": stats["dense"].median_s / stats["onnxruntime"].median_s})
+    return out
+
+
+def _headline(networks: dict) -> dict:
+    """End-to-end sparse-sparse and sparse-dense speedups, flat, for `dvc metrics show`."""
+    head = {}
+    for label, entry in networks.items():
+        for row in entry.get("rows", []):
+            if row["stage"].startswith("end-to-end"):
+                key = f"{label} b{row['batch']} t{row['threads']}"
+                head[key] = {mode: row["speedup"].get(mode) for mode in ("sparse-dense", "sparse-sparse")}
+    return head
+
+
+def _predictions(path: Path) -> dict | None:
+    """Per target, batch 1: the predicted speedup of each mode and cpu-local's predicted latencies."""
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    out = {}
+    for name, target in (data.get("targets") or {}).items():
+        batch = target.get("batch_1") or {}
+        out[name] = {"label": target.get("label"),
+                     "speedup": {mode: (batch.get(mode) or {}).get("speedup") for mode in MODES},
+                     "latency_s": {mode: (batch.get(mode) or {}).get("latency_s") for mode in MODES}}
+    return out
+
+
+def _measured_latency(entry: dict) -> dict | None:
+    """The pipeline model's measured end-to-end latency per mode at batch 1, 1 thread."""
+    for row in entry.get("rows", []):
+        if row["stage"].startswith("end-to-end") and row["batch"] == 1 and row["threads"] == 1:
+            return {mode: (t or {}).get("median_s") for mode, t in row["times_s"].items()}
+    return None
+
+
+def _machine() -> dict:
+    import numba
+    import torch
+
+    flags = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = [f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "fma", "sse4"))]
+                break
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), platform.processor())
+    except OSError:
+        model = platform.processor()
+    return {"cpu": model, "cores": os.cpu_count(), "simd_flags": flags, "torch": torch.__version__,
+            "numba": numba.__version__, "load_average": os.getloadavg()[0]}
+
+
+def _us(seconds) -> str:
+    return "–" if not seconds else f"{seconds * 1e6:.3g} µs"
+
+
+def _fmt(x, digits=1) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _markdown(metrics: dict) -> str:
+    m = metrics["machine"]
+    lines = ["# Benchmark: sparse CPU inference vs dense torch (measured)", "",
+             f"{m['cpu']}, {m['cores']} cores, {' '.join(m['simd_flags'])}; torch {m['torch']}, numba {m['numba']}; "
+             f"load average {m['load_average']:.2f} at the end.", "", metrics["method"] + ".", ""]
+    if metrics["check_failures"]:
+        lines += ["**Kernels that disagreed with dense (no speedup reported):**", ""]
+        lines += [f"- {f}" for f in metrics["check_failures"]] + [""]
+    for label, entry in metrics["networks"].items():
+        lines += [f"## {label}", ""]
+        if "skipped" in entry:
+            lines += [f"Skipped: {entry['skipped']}", ""]
+            continue
+        if "fidelity" in entry:
+            f = entry["fidelity"]
+            lines += [f"Sparse engine vs the torch model on the test split: argmax agreement "
+                      f"{f['argmax_agreement']:.2%}, max abs diff {f['max_abs_diff']:.3g} (kWTA boosting not folded).", ""]
+        lines += ["| batch | threads | stage | dense µs | sparse-dense × (ideal) | sparse-sparse × (ideal) |",
+                  "|---|---|---|---|---|---|"]
+        for row in entry["rows"]:
+            dense = row["times_s"]["dense"]
+            cells = [f"{_fmt(row['speedup'].get(k))}× ({_fmt(row['ideal'].get(k))})" if row["times_s"].get(k)
+                     else "–" for k in ("sparse-dense", "sparse-sparse")]
+            lines.append(f"| {row['batch']} | {row['threads']} | {row['stage']} | "
+                         f"{dense['median_s'] * 1e6:.1f} | {cells[0]} | {cells[1]} |")
+        for o in entry.get("onnxruntime", []):
+            lines.append(f"| {o['batch']} | {o['threads']} | onnxruntime (dense model) | "
+                         f"{o['times_s']['dense']['median_s'] * 1e6:.1f} | dense torch / onnxruntime = "
+                         f"{o['dense_over_onnxruntime']:.2f} | |")
+        lines.append("")
+    predictions = metrics.get("hardware_map")
+    if predictions:
+        lines += ["## Beside the hardware-map predictions (pipeline model, batch 1)", "",
+                  "| target | label | dense latency | sparse-sparse latency | sparse-dense × | sparse-sparse × |",
+                  "|---|---|---|---|---|---|"]
+        for name, p in predictions.items():
+            lat = p["latency_s"]
+            lines.append(f"| {name} | {p['label']} | {_us(lat.get('dense'))} | {_us(lat.get('sparse-sparse'))} | "
+                         f"{_fmt(p['speedup'].get('sparse-dense'))} | {_fmt(p['speedup'].get('sparse-sparse'))} |")
+        measured = metrics.get("measured_latency_s")
+        speeds = metrics["headline"].get("pipeline model b1 t1")
+        if measured and speeds:
+            lines.append(f"| this CPU, 1 thread | measured | {_us(measured.get('dense'))} | "
+                         f"{_us(measured.get('sparse-sparse'))} | {_fmt(speeds.get('sparse-dense'))} | "
+                         f"{_fmt(speeds.get('sparse-sparse'))} |")
+        ratio = (predictions.get("cpu-local") or {}).get("predicted_over_measured")
+        if ratio:
+            lines += ["", "cpu-local predicted / measured latency: " +
+                      ", ".join(f"{mode} {value:.2f}" for mode, value in ratio.items())]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(metrics: dict, path: Path) -> None:
+    from sparsecli.report.sections import benchmark_speedup_png
+
+    png = benchmark_speedup_png(metrics)
+    if png is None:  # nothing timed (every kernel disagreed): an empty but valid figure
+        from sparsecli.report.figures import figure
+
+        with figure("No sparse-sparse timing passed its check", "ideal speedup", "measured speedup") as ax:
+            pass
+        png = ax.figure.png
+    path.write_bytes(png)
