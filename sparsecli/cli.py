@@ -248,7 +248,7 @@ def _markdown_table(result: dict) -> str:
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="Folder for the new experiment repository.")],
+    directory: Annotated[Optional[Path], typer.Argument(help="Folder for the new experiment repository.")] = None,
     pipeline: Annotated[str, typer.Option("--pipeline", help="Template from pipelines/ (see --list).")] = "default",
     list_: Annotated[bool, typer.Option("--list", help="List the templates and exit.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Use a non-empty folder (existing files are kept).")] = False,
@@ -261,6 +261,9 @@ def init(
         for name, description in scaffold.templates().items():
             typer.echo(f"{name:<10} {description}")
         raise typer.Exit()
+    if directory is None:
+        _error("init: missing DIRECTORY; e.g. sparsecli init my-experiment --pipeline smoke")
+        raise typer.Exit(2)
     try:
         result = scaffold.init(directory, pipeline, force)
     except scaffold.SparsecliError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,20 @@ def set_threads(n: int) -> None:
         raise ValueError(f"threads must be in [1, {numba.config.NUMBA_NUM_THREADS}], got {n}")
     torch.set_num_threads(n)
     numba.set_num_threads(n)
+
+
+@contextmanager
+def threads_restored():
+    """Put torch's and numba's thread counts back as they were when the block ends."""
+    import numba
+    import torch
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
 
 
 def max_threads() -> int:

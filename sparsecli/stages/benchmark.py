@@ -40,12 +40,17 @@ def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
 
 
 def run(params: Params, workdir: Path = Path("."), progress: Progress | None = None) -> dict:
+    from sparsecli.kernels.timing import threads_restored
+
+    with threads_restored():  # measuring sets thread counts; the caller's stay as they were
+        return _run(params, Path(workdir), progress or Progress())
+
+
+def _run(params: Params, workdir: Path, progress: Progress) -> dict:
     from sparsecli.kernels import max_threads
     from sparsecli.kernels.measure import INNER, SETTINGS, STRUCTURES, bench_setting, gsc_network, reference_input
 
-    progress = progress or Progress()
     bp = params.benchmark
-    workdir = Path(workdir)
     paths = outputs(workdir)
     model_path = workdir / "models" / "pruned.pt"
     if not model_path.is_file():
