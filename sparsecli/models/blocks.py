@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sparsecli.errors import ParamsError
-from sparsecli.params import KWTAParams, check_k
+from sparsecli.params import KWTAParams, ModelParams, check_k
 from sparsecli.sparse import KWinners, KWinners2d, SparseWeights
 from sparsecli.sparse.weights import nonzeros_per_unit
 
@@ -68,6 +68,16 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.act(self.norm(self.weights(x))))
+
+
+def linear_blocks(params: ModelParams, in_features: int, generator: torch.Generator) -> tuple[nn.ModuleList, int]:
+    """The hidden linear blocks ``model.layers`` describe, and the width they end at."""
+    blocks, width = [], in_features
+    for i, layer in enumerate(params.layers):
+        blocks.append(LinearBlock(width, layer.units, layer.weights.sparsity, layer.kwta,
+                                  params.batch_norm, f"model.layers.{i}", generator))
+        width = layer.units
+    return nn.ModuleList(blocks), width
 
 
 def classifier_head(in_features: int, classes: int, generator: torch.Generator) -> SparseWeights:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sparsecli.errors import ParamsError
-from sparsecli.models.blocks import ConvBlock, LinearBlock, classifier_head
+from sparsecli.models.blocks import ConvBlock, classifier_head, linear_blocks
 from sparsecli.params import ModelParams
 
 
@@ -29,12 +29,7 @@ class CNN(nn.Module):
                 )
             shape = (conv.channels, height, width)
         self.conv = nn.ModuleList(convs)
-        blocks, width = [], shape[0] * shape[1] * shape[2]
-        for i, layer in enumerate(params.layers):
-            blocks.append(LinearBlock(width, layer.units, layer.weights.sparsity, layer.kwta,
-                                      params.batch_norm, f"model.layers.{i}", generator))
-            width = layer.units
-        self.layers = nn.ModuleList(blocks)
+        self.layers, width = linear_blocks(params, shape[0] * shape[1] * shape[2], generator)
         self.head = classifier_head(width, classes, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,19 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sparsecli.models.blocks import LinearBlock, classifier_head
+from sparsecli.models.blocks import classifier_head, linear_blocks
 from sparsecli.params import ModelParams
 
 
 class MLP(nn.Module):
     def __init__(self, params: ModelParams, in_features: int, classes: int, generator: torch.Generator):
         super().__init__()
-        blocks, width = [], in_features
-        for i, layer in enumerate(params.layers):
-            blocks.append(LinearBlock(width, layer.units, layer.weights.sparsity, layer.kwta,
-                                      params.batch_norm, f"model.layers.{i}", generator))
-            width = layer.units
-        self.layers = nn.ModuleList(blocks)
+        self.layers, width = linear_blocks(params, in_features, generator)
         self.head = classifier_head(width, classes, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

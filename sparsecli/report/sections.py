@@ -229,8 +229,8 @@ def hardware_section(workdir: Path) -> Section | None:
             for mode in MODES:
                 cell = target[batch_key].get(mode) or {}
                 rows.append([batch_key.split("_")[1], mode, "yes" if cell.get("fits") else "no",
-                             _seconds(cell.get("latency_s")), num(cell.get("throughput_ips")),
-                             _joules(cell.get("energy_j")), f"{num(cell.get('speedup'))}×"])
+                             _si(cell.get("latency_s"), "s"), num(cell.get("throughput_ips")),
+                             _si(cell.get("energy_j"), "J"), f"{num(cell.get('speedup'))}×"])
         section.tables.append(Table(["batch", "mode", "fits", "latency", "inferences/s", "energy/inference",
                                      "speedup over dense"], rows,
                                     caption=f"{name} ({target.get('label')}, {target.get('precision')})"))
@@ -284,22 +284,14 @@ def benchmark_speedup_png(metrics: dict) -> bytes | None:
     return ax.figure.png
 
 
-def _seconds(x) -> str:
+def _si(x, unit: str) -> str:
+    """A small positive quantity with an SI prefix: 7.3e-08 s -> '73.3 ns'."""
     if x is None:
         return "–"
-    for unit, scale in (("s", 1), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+    for prefix, scale in (("", 1), ("m", 1e-3), ("µ", 1e-6), ("n", 1e-9)):
         if x >= scale:
-            return f"{x / scale:.3g} {unit}"
-    return f"{x / 1e-9:.3g} ns"
-
-
-def _joules(x) -> str:
-    if x is None:
-        return "–"
-    for unit, scale in (("J", 1), ("mJ", 1e-3), ("µJ", 1e-6), ("nJ", 1e-9)):
-        if x >= scale:
-            return f"{x / scale:.3g} {unit}"
-    return f"{x / 1e-9:.3g} nJ"
+            return f"{x / scale:.3g} {prefix}{unit}"
+    return f"{x / 1e-9:.3g} n{unit}"
 
 
 SECTIONS = (data_section, training_section, sparsity_accuracy_section, noise_section, prune_section, hardware_section,
