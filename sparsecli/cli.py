@@ -38,7 +38,8 @@ VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show trace
 
 # Metrics a stage's one-line summary shows, when present.
 SUMMARY_KEYS = ("report", "test_accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction", "samples",
-                "classes", "written", "onnx_argmax_agreement", "hls_csim_accuracy")
+                "classes", "written", "onnx_argmax_agreement", "hls_csim_accuracy", "front_size", "hypervolume",
+                "cost_full_trainings", "selected_trial")
 
 
 def _version(value: bool) -> None:
@@ -71,17 +72,19 @@ def _progress(quiet: bool, as_json: bool):
 
 
 def _run(name: str, params_path: Path, overrides: list[str] | None, as_json: bool, quiet: bool,
-         verbose: bool, call: Callable, render: Callable[[dict], str] | None = None) -> None:
+         verbose: bool, call: Callable, render: Callable[[dict], str] | None = None,
+         overlays: Callable[[], list] | None = None) -> None:
     """Load params, run a stage, print its metrics; every failure becomes one line and an exit code.
 
-    ``render`` turns the result into text for humans; by default, a one-line summary.
+    ``render`` turns the result into text for humans (by default, a one-line summary);
+    ``overlays`` returns params overlays applied before ``--set`` (train: tune's choice).
     """
     from sparsecli.errors import SparsecliError
 
     try:
         from sparsecli.params import load_params
 
-        params = load_params(params_path, overrides or [])
+        params = load_params(params_path, overrides or [], overlays() if overlays else [])
         metrics = call(params, _progress(quiet, as_json))
     except SparsecliError as e:
         if verbose:
@@ -128,6 +131,30 @@ def data(
 
 
 @app.command()
+def tune(
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", "-w", min=1, help="Trials run at once (default: one per CPU of the Ray cluster).")] = None,
+    address: Annotated[Optional[str], typer.Option(
+        "--address", envvar="RAY_ADDRESS", help="HOST:PORT of a running Ray cluster (default: start a local one).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the interrupted run in tune/ray (a plain rerun with unchanged params does too).")] = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Search hyperparameters on Ray Tune: tune/best_params.yaml, pareto.csv, trials.csv, summary.json, runs/tune/."""
+
+    def call(p, progress):
+        from sparsecli.stages import tune as stage
+
+        return stage.run(p, progress=progress, workers=workers, address=address, resume=resume)
+
+    _run("tune", params, set_, as_json, quiet, verbose, call)
+
+
+@app.command()
 def train(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
@@ -142,7 +169,12 @@ def train(
 
         return stage.run(p, progress=progress)
 
-    _run("train", params, set_, as_json, quiet, verbose, call)
+    def overlays():
+        from sparsecli.stages.train import param_overlays
+
+        return param_overlays()
+
+    _run("train", params, set_, as_json, quiet, verbose, call, overlays=overlays)
 
 
 @app.command()

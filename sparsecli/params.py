@@ -403,6 +403,105 @@ class BenchmarkParams(Section):
         return self
 
 
+# ---------------------------------------------------------------- tune
+
+# What a tune trial reports, with the range a threshold may take. A new objective (e.g. a
+# hardware-predicted latency) is added here and in ``sparsecli.tuning.objectives.METRICS``.
+TUNE_METRICS: dict[str, tuple[float | None, float | None]] = {
+    "accuracy": (0, 1),  # on the val split
+    "weight_sparsity": (0, 1),
+    "activation_sparsity": (0, 1),
+    "mac_reduction": (1, None),  # dense MACs / non-zero MACs
+}
+TuneMetric = Literal[tuple(TUNE_METRICS)]  # type: ignore[valid-type]
+
+
+class TuneObjective(Section):
+    """One metric to optimise; with a threshold it is also a hard constraint."""
+
+    metric: TuneMetric
+    mode: Literal["max", "min"] = "max"
+    threshold: float | None = None  # max: at least this; min: at most this; null = no constraint
+
+    @model_validator(mode="after")
+    def _check(self):
+        lo, hi = TUNE_METRICS[self.metric]
+        if self.threshold is not None and ((lo is not None and self.threshold < lo) or (hi is not None and self.threshold > hi)):
+            text = f"[{_fmt(lo) if lo is not None else '-inf'}, {_fmt(hi) if hi is not None else 'inf'}]"
+            raise _CrossFieldError("threshold", self.threshold, f"{self.metric} thresholds must be in {text}")
+        return self
+
+
+class SearchDim(Section):
+    """One search-space entry: a params key (dotted, as ``dvc exp run -S``) and its distribution."""
+
+    key: str
+    dist: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None  # uniform, loguniform, int (inclusive)
+    high: float | None = None
+    values: list[Union[bool, int, float, str, None]] | None = None  # choice
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.dist == "choice":
+            if not self.values or len(self.values) < 2:
+                raise _CrossFieldError("values", self.values, "choice needs a list of at least 2 values")
+            if self.low is not None or self.high is not None:
+                raise _CrossFieldError("low", self.low, "choice takes values, not low/high")
+            return self
+        if self.values is not None:
+            raise _CrossFieldError("values", self.values, f"{self.dist} takes low and high, not values")
+        for name in ("low", "high"):
+            if getattr(self, name) is None:
+                raise _CrossFieldError(name, None, f"required for dist {self.dist}")
+        if self.low >= self.high:
+            raise _CrossFieldError("high", self.high, f"must be > low ({_fmt(self.low)})")
+        if self.dist == "loguniform" and self.low <= 0:
+            raise _CrossFieldError("low", self.low, "loguniform needs low > 0")
+        if self.dist == "int":
+            for name in ("low", "high"):
+                if not float(getattr(self, name)).is_integer():
+                    raise _CrossFieldError(name, getattr(self, name), "int needs whole numbers")
+        return self
+
+
+class TuneBudget(Section):
+    trials: PositiveInt = 20  # configurations the searcher samples (the cheap phase)
+    full_trainings: PositiveFloat | None = None  # cap on the total cost, in max_epochs-long trainings; null = none
+
+
+class TuneParams(Section):
+    """Multi-objective, threshold-constrained, multi-fidelity search (see sparsecli.tuning)."""
+
+    searcher: Literal["tpe", "nsga2", "random"] = "tpe"
+    startup_trials: Annotated[int, _interval(2, None, False, True)] = 8  # tpe: random trials first; nsga2: population
+    objectives: list[TuneObjective] = [TuneObjective(metric="accuracy"), TuneObjective(metric="weight_sparsity")]
+    space: list[SearchDim] = []
+    min_epochs: PositiveInt = 1  # cheapest fidelity (first ASHA rung)
+    max_epochs: PositiveInt | None = None  # full fidelity; null = train.epochs
+    reduction_factor: Annotated[int, _interval(2, None, False, True)] = 3  # ASHA keeps 1 in reduction_factor per rung
+    second_phase: bool = True  # finish the stopped, non-dominated, not-yet-infeasible trials at max_epochs
+    select: Literal["max_accuracy", "max_sparsity", "knee"] = "knee"
+    budget: TuneBudget = TuneBudget()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.objectives:
+            raise _CrossFieldError("objectives", [], "needs at least one {metric, mode, threshold}")
+        seen = set()
+        for i, objective in enumerate(self.objectives):
+            if objective.metric in seen:
+                raise _CrossFieldError(f"objectives.{i}.metric", objective.metric, "listed twice")
+            seen.add(objective.metric)
+        keys = [dim.key for dim in self.space]
+        for i, key in enumerate(keys):
+            if key in keys[:i]:
+                raise _CrossFieldError(f"space.{i}.key", key, "listed twice")
+        if self.max_epochs is not None and self.min_epochs > self.max_epochs:
+            raise _CrossFieldError("min_epochs", self.min_epochs, f"must be <= tune.max_epochs ({self.max_epochs})")
+        return self
+
+
 # ---------------------------------------------------------------- all
 
 
@@ -415,6 +514,16 @@ class Params(Section):
     prune: PruneParams = PruneParams()
     hardware_map: HardwareMapParams = HardwareMapParams()
     benchmark: BenchmarkParams = BenchmarkParams()
+    tune: TuneParams = TuneParams()
+
+    @model_validator(mode="after")
+    def _check_tune_fidelity(self):
+        if self.tune.max_epochs is None and self.tune.min_epochs > self.train.epochs:
+            raise _CrossFieldError(
+                "tune.min_epochs", self.tune.min_epochs,
+                f"must be <= the full training, train.epochs ({self.train.epochs}), or set tune.max_epochs",
+            )
+        return self
 
     def flat(self) -> dict[str, Any]:
         """Every scalar as ``dotted.key -> value`` (for TensorBoard HParams and reports)."""
@@ -511,14 +620,18 @@ def read_yaml(path: Path, what: str = "params file") -> dict:
 def load_params(
     path: str | Path = "params.yaml",
     overrides: list[str] = (),
-    overlays: list[dict[str, Any]] = (),
+    overlays: list[dict[str, Any] | tuple[str, dict[str, Any]]] = (),
 ) -> Params:
-    """Read a params file, apply overlays (dotted key -> value) then ``--set`` overrides, validate."""
+    """Read a params file, apply overlays (dotted key -> value) then ``--set`` overrides, validate.
+
+    An overlay given as ``(source, mapping)`` names its source file in errors.
+    """
     path = Path(path)
     raw = read_yaml(path)
     for overlay in overlays:
+        source, overlay = overlay if isinstance(overlay, tuple) else (str(path), overlay)
         for key, value in overlay.items():
-            set_key(raw, key, value, str(path))
+            set_key(raw, str(key), value, source)
     for text in overrides:
         key, value = parse_override(text)
         set_key(raw, key, value, "--set")

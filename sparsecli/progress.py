@@ -22,6 +22,9 @@ class Progress:
 
     def message(self, text: str) -> None: ...
 
+    def count(self, task: str, done: int, total: int, line: str) -> None:
+        """One item of ``total`` finished (e.g. a tune trial): its line, and the live count."""
+
 
 def _summary(record: dict) -> str:
     parts = [f"epoch {record['epoch']:>3}"]
@@ -46,6 +49,10 @@ class LineProgress(Progress):
 
     def message(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
+
+    def count(self, task: str, done: int, total: int, line: str) -> None:
+        width = len(str(total))
+        print(f"{task}: [{done:>{width}}/{total}] {line}", file=self.stream, flush=True)
 
 
 class BarProgress(Progress):
@@ -88,3 +95,18 @@ class BarProgress(Progress):
 
     def message(self, text: str) -> None:
         self.console.print(text)
+
+    def count(self, task: str, done: int, total: int, line: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+        if self._bar is None:
+            self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=self.console, transient=True)
+            self._bar.start()
+            self._id = None
+        if self._id is None:
+            self._id = self._bar.add_task(task, total=total)
+        self._bar.update(self._id, completed=done, total=total)
+        self.console.print(f"{task}: {line}")
+        if done >= total:
+            self.finish()

@@ -19,18 +19,6 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout the package
 PIPELINES = SOURCE_ROOT / "pipelines"
 HARDWARE = SOURCE_ROOT / "hardware"
 
-GITIGNORE = """\
-# Cached DVC outputs (the DVC cache keeps them). metrics/ stays visible to git so that
-# `dvc exp show` can compare experiments.
-/data/
-/models/
-/runs/
-/reports/
-/exports/
-/tune/
-__pycache__/
-"""
-
 
 class InitError(SparsecliError):
     exit_code = 2
@@ -62,7 +50,8 @@ def init(target: Path, pipeline: str = "default", force: bool = False) -> dict:
     files = {
         "params.yaml": (template / "params.yaml").read_text(),
         "dvc.yaml": (template / "dvc.yaml").read_text(),
-        ".gitignore": GITIGNORE,
+        ".gitignore": (SOURCE_ROOT / ".gitignore").read_text(),  # the same outputs are generated there
+        ".dvcignore": (SOURCE_ROOT / ".dvcignore").read_text(),
         "README.md": _readme(pipeline, available[pipeline]),
     }
     files |= {f"hardware/{p.name}": p.read_text() for p in sorted(HARDWARE.glob("*.yaml"))}

@@ -46,19 +46,35 @@ class Tracker:
             weight = layer.module.weight.detach()
             self.writer.add_histogram(f"weights/{name}", weight[weight != 0], step)
 
-    def hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
-        """Write the HParams summary into this run (not a time-stamped sub-folder)."""
+    def hparams(self, hparams: dict, metrics: dict[str, float], experiment: bool = True, step: int | None = None) -> None:
+        """Write the HParams summary into this run (not a time-stamped sub-folder).
+
+        With ``experiment=False`` only this run's session is written; the table's columns
+        then come from one ``hparams_experiment`` at the root of several runs.
+        """
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         clean = {k: _hparam_value(v) for k, v in hparams.items()}
-        experiment, start, end = hparams_summary(clean, metrics)
-        for summary in (experiment, start, end):
+        summaries = hparams_summary(clean, metrics)
+        for summary in summaries if experiment else summaries[1:]:
             self.writer.file_writer.add_summary(summary)
         for key, value in metrics.items():
-            self.writer.add_scalar(key, value)
+            self.writer.add_scalar(key, value, step)
 
     def close(self) -> None:
         self.writer.close()
+
+
+def hparams_experiment(logdir: Path, hparams: dict, metrics: list[str], discrete: dict[str, list] | None = None) -> None:
+    """One HParams experiment for every run under ``logdir``: its hparams and metric columns."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    clean = {k: _hparam_value(v) for k, v in hparams.items()}
+    domains = {k: [_hparam_value(v) for v in values] for k, values in (discrete or {}).items()}
+    experiment, _, _ = hparams_summary(clean, {m: 0.0 for m in metrics}, hparam_domain_discrete=domains)
+    with SummaryWriter(log_dir=str(logdir)) as writer:
+        writer.file_writer.add_summary(experiment)
 
 
 def _hparam_value(value):

@@ -125,10 +125,12 @@ def fit(
         for epoch in range(state.epoch + 1, epochs + 1):
             model.train()
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-            total_loss, correct = 0.0, 0
+            total_loss, correct, seen = 0.0, 0, 0
             lr = optimizer.param_groups[0]["lr"]
             for start in range(0, len(data), train.batch_size):
                 idx = order[start:start + train.batch_size]
+                if len(idx) == 1 and start > 0:
+                    continue  # batch norm cannot train on one sample: a last batch of one is skipped
                 x, y = data.x[idx], data.y[idx]
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
@@ -145,13 +147,14 @@ def fit(
                 scheduler.step()
                 total_loss += loss_value * len(y)
                 correct += int((logits.argmax(dim=1) == y).sum())
+                seen += len(y)
                 progress.step(loss_value)
             update_boost_strength(model)
             val_loss, val_accuracy = evaluate(model, splits["val"])
             record = {
                 "epoch": epoch,
-                "train_loss": total_loss / len(data),
-                "train_accuracy": correct / len(data),
+                "train_loss": total_loss / seen,
+                "train_accuracy": correct / seen,
                 "val_loss": val_loss,
                 "val_accuracy": val_accuracy,
                 "lr": lr,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
+ASSETS = Path(__file__).parent / "assets"
 TINY = ROOT / "pipelines" / "smoke" / "params.yaml"  # the smoke pipeline's params: tiny and fast
 
 

@@ -37,16 +37,32 @@ def dvc_repo(tmp_path_factory):
 
 
 def test_repro_writes_outputs_and_metrics(dvc_repo):
-    for out in ("data/meta.json", "models/train.pt", "metrics/train.json", "metrics/train_history.csv"):
+    for out in ("data/meta.json", "models/train.pt", "metrics/train.json", "metrics/train_history.csv",
+                "tune/best_params.yaml", "tune/pareto.csv", "tune/trials.csv", "tune/summary.json"):
         assert (dvc_repo / out).is_file(), out
-    assert any((dvc_repo / "runs" / "train").iterdir())
+    assert any((dvc_repo / "runs" / "train").iterdir()) and any((dvc_repo / "runs" / "tune").iterdir())
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=dvc_repo))
-    metrics = next(iter(shown.values()))["data"]["metrics/train.json"]["data"]
-    assert metrics["test_accuracy"] > 0.8
+    data = next(iter(shown.values()))["data"]
+    metrics = data["metrics/train.json"]["data"]
+    assert metrics["test_accuracy"] > 0.5  # 3 epochs with the lr and sparsity tune chose
     assert 0 < metrics["weight_sparsity"] < 1
+    for out in ("models/pruned.pt", "metrics/prune.json", "metrics/hardware_map.json", "metrics/benchmark.json",
+                "reports/index.html"):
+        assert (dvc_repo / out).is_file(), out
+    assert data["tune/summary.json"]["data"]["front_size"] >= 1
 
 
-def test_changing_a_train_param_reruns_only_train(dvc_repo):
+def test_train_ran_with_the_tuned_params(dvc_repo):
+    import torch
+
+    best = yaml.safe_load((dvc_repo / "tune" / "best_params.yaml").read_text())
+    stored = torch.load(dvc_repo / "models" / "train.pt", weights_only=True)["params"]
+    assert stored["train"]["lr"] == best["train.lr"]
+    assert stored["model"]["layers"][0]["weights"]["sparsity"] == best["model.layers.0.weights.sparsity"]
+    assert not (dvc_repo / ".ray").exists()  # the local Ray cluster cleaned up after itself
+
+
+def test_changing_a_train_param_reruns_tune_and_train(dvc_repo):
     sh("git", "add", "-A", cwd=dvc_repo)
     sh("git", "commit", "-qm", "lock", cwd=dvc_repo)
     params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
@@ -54,7 +70,7 @@ def test_changing_a_train_param_reruns_only_train(dvc_repo):
     (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params))
     out = sh("dvc", "repro", cwd=dvc_repo)
     assert "Stage 'data' didn't change, skipping" in out
-    assert "Running stage 'train'" in out
+    assert "Running stage 'tune'" in out and "Running stage 'train'" in out
     assert json.loads((dvc_repo / "metrics" / "train.json").read_text())["epochs"] == 2
 
 

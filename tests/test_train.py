@@ -128,3 +128,8 @@ def test_shapes_must_agree_with_the_data(project, tiny_params_path):
     params = load_params(tiny_params_path, ["model.arch=cnn", "model.conv=[{channels: 2, pool: 1, kwta: {percent_on: 0.001}}]"])
     with pytest.raises(ParamsError, match=r"model.conv.0.kwta.percent_on = 0.001: k = round\(percent_on \* 128\) = 0"):
         train.run(params, project)
+
+
+def test_a_last_batch_of_one_sample_is_skipped_not_a_crash(project, tiny_params_path):
+    params = load_params(tiny_params_path, ["train.batch_size=1168", "train.epochs=1"])  # 1169 training samples
+    assert train.run(params, project)["epochs"] == 1

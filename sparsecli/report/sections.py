@@ -173,6 +173,53 @@ def noise_section(workdir: Path) -> Section | None:
     return section
 
 
+def tune_section(workdir: Path) -> Section | None:
+    summary = read_json(workdir / "tune" / "summary.json")
+    trials = read_csv(workdir / "tune" / "trials.csv")
+    if summary is None or not trials:
+        return None
+    section = Section("tune", "Hyperparameter search")
+    reference = summary.get("hypervolume_reference") or {}
+    metrics = list(reference)[:2] or ["accuracy", "weight_sparsity"]
+    section.text.append(
+        f"{summary.get('trials')} trials of {summary.get('configurations')} configurations ({summary.get('searcher')}), "
+        f"{summary.get('full_fidelity')} at full fidelity, {summary.get('feasible')} feasible, "
+        f"{summary.get('front_size')} on the Pareto front (hypervolume {num(summary.get('hypervolume'))} above the "
+        f"thresholds); cost {num(summary.get('cost_full_trainings'))} full-training equivalents. "
+        f"Selected {summary.get('selected_trial')} by rule {summary.get('select')}.")
+    x_key, y_key = metrics[0], metrics[-1]
+    with figure("Trials: Pareto front", x_key, y_key) as ax:
+        full = [t for t in trials if t.get("status") == "full"]
+        low = [t for t in trials if t.get("status") != "full" and isinstance(t.get(x_key), float)]
+        groups = (("low fidelity (stopped early)", low, dict(color="lightgrey", s=14)),
+                  ("full, infeasible", [t for t in full if t.get("feasible") != "True"], dict(color="tab:red", s=20, marker="x")),
+                  ("full, feasible", [t for t in full if t.get("feasible") == "True" and t.get("on_front") != "True"],
+                   dict(color="tab:blue", s=20)),
+                  ("Pareto front", [t for t in full if t.get("on_front") == "True"], dict(color="tab:green", s=40)))
+        for label, group, style in groups:
+            if group:
+                ax.scatter([t[x_key] for t in group], [t[y_key] for t in group], label=label, **style)
+        chosen = [t for t in trials if t.get("selected") == "True"]
+        if chosen:
+            ax.scatter([chosen[0][x_key]], [chosen[0][y_key]], s=160, facecolors="none", edgecolors="black",
+                       label=f"selected ({summary.get('select')})")
+        if x_key in reference:
+            ax.axvline(reference[x_key], linestyle="--", color="grey", linewidth=1, label="thresholds")
+        if y_key in reference:
+            ax.axhline(reference[y_key], linestyle="--", color="grey", linewidth=1)
+    section.figures.append(Figure("tune_pareto", ax.figure.png,
+                                  "Every trial; thresholds dashed; only full-fidelity feasible trials can be on the front."))
+    by_epochs = summary.get("trials_by_epochs") or {}
+    if by_epochs:
+        epochs = sorted(by_epochs, key=float)
+        with figure("Cost per fidelity", "epochs a trial ran", "trials") as ax:
+            ax.bar([str(e) for e in epochs], [by_epochs[e] for e in epochs])
+        section.figures.append(Figure("tune_cost", ax.figure.png, "How many trials stopped at each number of epochs."))
+        section.tables.append(Table(["epochs run", "trials", "epochs spent"],
+                                    [[e, by_epochs[e], int(float(e)) * by_epochs[e]] for e in epochs]))
+    return section
+
+
 def prune_section(workdir: Path) -> Section | None:
     metrics = read_json(workdir / "metrics" / "prune.json")
     sweep = read_csv(workdir / "reports" / "sensitivity.csv")
@@ -294,7 +341,8 @@ def _si(x, unit: str) -> str:
     return f"{x / 1e-9:.3g} n{unit}"
 
 
-SECTIONS = (data_section, training_section, sparsity_accuracy_section, noise_section, prune_section, hardware_section,
+SECTIONS = (data_section, tune_section, training_section, sparsity_accuracy_section, noise_section, prune_section,
+            hardware_section,
             benchmark_section)
 
 

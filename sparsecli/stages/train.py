@@ -21,7 +21,7 @@ from sparsecli.atomic import json_text, write_all
 from sparsecli.errors import CheckpointError
 from sparsecli.evaluation import model_metrics
 from sparsecli.models import build_model
-from sparsecli.params import Params
+from sparsecli.params import Params, read_yaml
 from sparsecli.progress import Progress
 from sparsecli.sparse.dynamic import dynamic_sparsity
 from sparsecli.sparse.stats import activity, weight_sparsity
@@ -40,6 +40,15 @@ def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
         "runs": workdir / "runs" / "train",
         "resume": workdir / "models" / ".train.resume.pt",
     }
+
+
+def param_overlays(workdir: Path = Path(".")) -> list[tuple[str, dict]]:
+    """``tune/best_params.yaml`` when the tune stage wrote one: dotted key -> value, applied
+    over params.yaml and under ``--set`` (params.yaml < best_params.yaml < --set)."""
+    from sparsecli.stages.tune import outputs as tune_outputs
+
+    path = tune_outputs(workdir)["best_params"]
+    return [(str(path), read_yaml(path, "tuned params file"))] if path.is_file() else []
 
 
 def run(params: Params, workdir: Path = Path("."), progress: Progress | None = None) -> dict:

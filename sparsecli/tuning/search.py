@@ -1,0 +1,237 @@
+"""Running a tuning run on Ray Tune: the cheap phase, then the second phase.
+
+Phase 1 ("search"): ``tune.budget.trials`` configurations sampled by ``FidelitySearch``,
+scheduled by ``ParetoASHA`` from ``min_epochs`` to ``max_epochs``. Phase 2 ("retrain",
+optional): each phase-1 trial the scheduler stopped early whose last result is feasible as
+far as a short training can tell (the thresholds on settled metrics, see
+``Objectives.constraints``) and not dominated by another trial's result at the same epoch
+is finished at ``max_epochs``, continuing from its checkpoint, as far as the budget allows
+(cheapest to finish first). Only results at ``max_epochs`` are final; everything else is a cost.
+
+Each phase is one Ray experiment under the storage folder, so an interrupted run is
+restored with ``Tuner.restore``: finished trials keep their results, unfinished ones
+continue from their last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparsecli.params import Params
+from sparsecli.progress import Progress
+from sparsecli.tuning.objectives import Objectives
+from sparsecli.tuning.pareto import dominates
+
+HISTORY_KEYS = ("epoch", "accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction", "train_loss",
+                "train_accuracy", "val_loss", "lr", "cost_epochs", "wall_seconds")
+
+
+@dataclass
+class TrialRecord:
+    """One Ray trial as the outputs need it."""
+
+    name: str
+    phase: str  # "search" or "retrain"
+    values: dict[str, Any]  # the sampled params keys
+    status: str  # "full" (reached max_epochs), "stopped" (by the scheduler or the budget), "failed"
+    result: dict = field(default_factory=dict)  # the last reported metrics
+    history: list[dict] = field(default_factory=list)
+    error: str | None = None
+    from_trial: str | None = None  # phase 2: the cheap trial it finished
+    checkpoint: str | None = None
+
+    @property
+    def epochs(self) -> int:
+        return int(self.result.get("epoch", 0))
+
+    @property
+    def cost_epochs(self) -> int:
+        return int(self.result.get("cost_epochs", 0))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A tuning run's settings, resolved from the params."""
+
+    objectives: Objectives
+    keys: tuple[str, ...]
+    min_epochs: int
+    full_epochs: int
+    reduction_factor: int
+    trials: int
+    budget_epochs: float | None
+    searcher: str
+    startup_trials: int
+    second_phase: bool
+    seed: int
+
+    @classmethod
+    def from_params(cls, params: Params) -> Plan:
+        tune = params.tune
+        full = tune.max_epochs or params.train.epochs
+        budget = tune.budget.full_trainings * full if tune.budget.full_trainings is not None else None
+        return cls(Objectives.from_params(tune.objectives), tuple(d.key for d in tune.space), tune.min_epochs,
+                   full, tune.reduction_factor, tune.budget.trials, budget, tune.searcher, tune.startup_trials,
+                   tune.second_phase, params.seed)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ray caught a Ctrl-C, saved the experiment and returned early."""
+
+
+def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers: int, restore: bool,
+               progress: Progress) -> list[TrialRecord]:
+    """Both phases; returns every trial. Raises ``Interrupted`` if Ray was stopped early."""
+    from ray import tune
+
+    from sparsecli.tuning.scheduler import ParetoASHA
+    from sparsecli.tuning.searcher import FidelitySearch, make_sampler
+    from sparsecli.tuning.space import optuna_space
+    from sparsecli.tuning.trainable import CONTINUE_KEY, run_trial
+
+    plan = Plan.from_params(params)
+    trainable = tune.with_parameters(run_trial, base=params.model_dump(), keys=list(plan.keys), splits=splits,
+                                     meta=meta, full_epochs=plan.full_epochs)
+
+    def fresh_search():
+        searcher = FidelitySearch(optuna_space(params.tune.space), plan.objectives, plan.full_epochs,
+                                  make_sampler(plan.searcher, plan.seed, plan.startup_trials), plan.budget_epochs)
+        scheduler = ParetoASHA(plan.objectives, plan.min_epochs, plan.full_epochs, plan.reduction_factor,
+                               plan.budget_epochs, strict=plan.second_phase)
+        return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
+                               max_concurrent_trials=workers)
+
+    results = _run_phase("search", storage, trainable, restore, fresh_search, None, plan, plan.trials, progress)
+    records = sorted((_record(r, "search", plan) for r in results), key=lambda r: r.name)
+    if _unfinished(results) or (len(records) < plan.trials and not _budget_spent(records, plan)):
+        raise Interrupted()
+    if not plan.second_phase:
+        return records
+    candidates = second_phase_candidates(records, plan)
+    if not candidates:
+        return records
+    space = {"candidate": tune.grid_search([
+        {**c.values, CONTINUE_KEY: c.checkpoint, "from_trial": c.name} for c in candidates])}
+    retrain = _run_phase("retrain", storage, trainable, restore,
+                         lambda: tune.TuneConfig(max_concurrent_trials=workers), space, plan, len(candidates), progress)
+    if _unfinished(retrain):
+        raise Interrupted()
+    return records + sorted((_record(r, "retrain", plan) for r in retrain), key=lambda r: r.name)
+
+
+def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[TrialRecord]:
+    """Stopped trials feasible and non-dominated at their epoch, cheapest to finish first, within budget."""
+    objectives = plan.objectives
+    at_epoch: dict[int, dict[str, dict]] = defaultdict(dict)
+    for record in records:
+        for row in record.history:
+            at_epoch[int(row["epoch"])][record.name] = row
+    chosen = []
+    for record in records:
+        if record.status != "stopped" or not record.checkpoint or not objectives.feasible(record.result, final=False):
+            continue
+        here = objectives.vector(record.result)
+        peers = (row for name, row in at_epoch[record.epochs].items() if name != record.name)
+        if not any(dominates(objectives.vector(row), here) for row in peers):
+            chosen.append(record)
+    chosen.sort(key=lambda r: (plan.full_epochs - r.epochs, r.name))
+    if plan.budget_epochs is None:
+        return chosen
+    left = plan.budget_epochs - sum(r.cost_epochs for r in records)
+    fitting = []
+    for record in chosen:
+        if plan.full_epochs - record.epochs <= left:
+            fitting.append(record)
+            left -= plan.full_epochs - record.epochs
+    return fitting
+
+
+def _run_phase(name, storage, trainable, restore, tune_config, space, plan, total, progress):
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from sparsecli.tuning.monitor import TrialMonitor, TrialNamer, attach
+
+    path = storage / name
+    task = "tune" if name == "search" else "tune retrain"
+    if restore and _restorable(path):
+        progress.message(f"{task}: resuming the interrupted run in {path}")
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
+                                   param_space=space)
+    else:
+        shutil.rmtree(path, ignore_errors=True)  # a phase that never saved its state starts over
+        config = tune_config()
+        config.reuse_actors = True
+        config.trial_name_creator = config.trial_dirname_creator = TrialNamer(name, 1 if name == "search" else 0)
+        run_config = tune.RunConfig(
+            name=name, storage_path=str(storage), verbose=0,
+            callbacks=[JsonLoggerCallback(), TrialMonitor(str(path), task, total, plan.full_epochs)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        )
+        tuner = tune.Tuner(trainable, param_space=space or {}, tune_config=config, run_config=run_config)
+    with attach(str(path), progress), _keep_sigint_handler():
+        return tuner.fit()
+
+
+def _record(result, phase: str, plan: Plan) -> TrialRecord:
+    from sparsecli.tuning.monitor import error_text
+    from sparsecli.tuning.trainable import DIVERGED_KEY
+
+    frame = result.metrics_dataframe
+    history = []
+    if frame is not None and "accuracy" in frame:
+        rows = frame.to_dict("records")
+        history = [{k: row[k] for k in HISTORY_KEYS} for row in rows if not _missing(row.get("accuracy"))]
+    metrics = result.metrics or {}
+    last = {k: metrics[k] for k in (*HISTORY_KEYS, DIVERGED_KEY) if k in metrics}
+    config = result.config or {}
+    config = config.get("candidate", config)
+    error = error_text(result.error) if result.error else None
+    if DIVERGED_KEY in last:
+        error = f"diverged: {last.pop(DIVERGED_KEY)}"
+        last = {k: last[k] for k in ("epoch", "cost_epochs", "wall_seconds")}
+    epoch = int(last.get("epoch", 0))
+    status = "failed" if error else ("full" if epoch >= plan.full_epochs else "stopped")
+    return TrialRecord(
+        name=Path(result.path).name, phase=phase, values={k: config[k] for k in plan.keys if k in config},
+        status=status, result=last, history=history, error=error, from_trial=config.get("from_trial"),
+        checkpoint=result.checkpoint.path if result.checkpoint else None,
+    )
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _restorable(path: Path) -> bool:
+    """Ray saved both the tuner and at least one experiment state there."""
+    from ray import tune
+
+    return tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json"))
+
+
+def _unfinished(results) -> bool:
+    return results.num_terminated + results.num_errors < len(results)
+
+
+def _budget_spent(records: list[TrialRecord], plan: Plan) -> bool:
+    return plan.budget_epochs is not None and sum(r.cost_epochs for r in records) >= plan.budget_epochs
+
+
+class _keep_sigint_handler:
+    """Ray installs its own Ctrl-C handler for a run and leaves it behind; put ours back."""
+
+    def __enter__(self):
+        self.main = threading.current_thread() is threading.main_thread()
+        self.handler = signal.getsignal(signal.SIGINT) if self.main else None
+
+    def __exit__(self, *exc):
+        if self.main:
+            signal.signal(signal.SIGINT, self.handler)
