@@ -29,7 +29,7 @@ BAD = [
      "tune.space.1.high = 1.5: impossible: model.layers.0.weights.sparsity = 1.5: must be in [0, 1)"),
     (["tune.space.1.low=0.9", "tune.space.1.high=0.995"], 2,
      "tune.space.1.high = 0.995: impossible: model.layers.0.weights.sparsity = 0.995: leaves"),
-    (["tune.space.0.dist=int"], 2, "params.yaml: tune.space.0.low = 0.01: int needs whole numbers"),
+    (["tune.space.0.dist=int"], 2, "params.yaml: tune.space.0.low = 0.03: int needs whole numbers"),
     (["tune.objectives.1={metric: mac_reduction, mode: min}"], 2,
      "tune.objectives.1.threshold = null: a min objective needs a threshold"),
     (["train.early_stopping=2"], 2, "train.early_stopping = 2: trials must run exactly the epochs"),

@@ -129,3 +129,20 @@ def test_searcher_tells_optuna_only_full_fidelity_results_as_complete():
     for trial_id, spent in (("b", 9), ("c", 10), ("d", 8)):
         search.on_trial_result(trial_id, {"cost_epochs": spent})
     assert search.suggest("e") == "FINISHED"  # 3 + 9 + 10 + 8 = 30 epochs: the budget is spent
+
+
+def test_trial_errors_become_one_line():
+    from sparsecli.errors import ParamsError
+    from sparsecli.tuning.monitor import error_text
+
+    class Wrapped(Exception):  # what Ray raises for a trial: the trainable's exception as .cause
+        def __init__(self, cause):
+            super().__init__("RayTaskError(...)\nTraceback ...\n  File ...")
+            self.cause = cause
+
+    assert error_text(Wrapped(ValueError("Expected more than 1 value per channel"))) == \
+        "ValueError: Expected more than 1 value per channel"
+    assert error_text(Wrapped(ParamsError("tune trial: model.layers.0.units = 0"))) == \
+        "invalid params: tune trial: model.layers.0.units = 0"
+    assert error_text("Failure # 1\nTraceback (most recent call last):\nRuntimeError: boom\n") == "RuntimeError: boom"
+    assert error_text(None).startswith("unknown error")
