@@ -6,6 +6,8 @@ until the new one is complete.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -47,6 +49,15 @@ def write_text(path: Path, text: str) -> None:
 
 def json_text(data: dict) -> str:
     return json.dumps(data, indent=2) + "\n"
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    """Rows as CSV with a header; keys not in ``columns`` are left out."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -36,6 +36,11 @@ def save(path: Path, model: nn.Module, params: Params, meta: dict, **extra) -> N
         torch.save(payload, tmp)
 
 
+def scalars(metrics: dict) -> dict:
+    """The plain-number metrics, as a checkpoint keeps them beside the weights."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
 def read(path: Path) -> dict:
     """The raw payload, checked for format; raises CheckpointError with a fix."""
     path = Path(path)

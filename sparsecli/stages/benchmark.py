@@ -223,17 +223,17 @@ def _machine() -> dict:
     import numba
     import torch
 
-    flags = []
+    flags, model = [], None
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = [f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "fma", "sse4"))]
-                break
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), platform.processor())
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        model = platform.processor()
-    return {"cpu": model, "cores": os.cpu_count(), "simd_flags": flags, "torch": torch.__version__,
+        cpuinfo = []
+    for line in cpuinfo:
+        if line.startswith("flags") and not flags:
+            flags = [f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "fma", "sse4"))]
+        elif line.startswith("model name") and model is None:
+            model = line.split(":", 1)[1].strip()
+    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "simd_flags": flags, "torch": torch.__version__,
             "numba": numba.__version__, "load_average": os.getloadavg()[0]}
 
 

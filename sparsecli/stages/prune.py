@@ -15,8 +15,6 @@ accuracy without fine-tuning -> ``reports/sensitivity.csv`` and ``reports/sensit
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import torch
 from torch import nn
 
 from sparsecli import checkpoint
-from sparsecli.atomic import json_text, write_all
+from sparsecli.atomic import csv_text, json_text, write_all
 from sparsecli.errors import CheckpointError
 from sparsecli.evaluation import Split, evaluate, model_metrics
 from sparsecli.params import Params, PruneParams
@@ -40,6 +38,8 @@ from sparsecli.training import fit, read_splits
 # Metrics also reported for the model before pruning, with a ``_before`` suffix.
 BEFORE_KEYS = ("val_accuracy", "test_accuracy", "weight_sparsity", "macs_nonzero", "mac_reduction", "noise_score")
 HPARAM_METRICS = ("test_accuracy", "val_accuracy", "test_accuracy_before", "weight_sparsity", "mac_reduction", "noise_score")
+
+SENSITIVITY_COLUMNS = ["layer", "sparsity", "weight_sparsity", "val_accuracy"]
 
 
 def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
@@ -75,7 +75,7 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
               "source": str(train_stage.outputs()["model"])}
     write_all({
         paths["model"]: lambda tmp: checkpoint.save(tmp, model, result, meta, history=history,
-                                                    prune=record, metrics=_scalars(metrics)),
+                                                    prune=record, metrics=checkpoint.scalars(metrics)),
         paths["metrics"]: lambda tmp: tmp.write_text(json_text(metrics)),
     })
     return metrics
@@ -158,9 +158,6 @@ def _summary(model: nn.Module, plan: PruningPlan | None, prune: PruneParams, mas
     }
 
 
-def _scalars(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
 
 # ---------------------------------------------------------------- sensitivity
 
@@ -184,7 +181,7 @@ def sensitivity(params: Params, workdir: Path = Path("."), progress: Progress | 
         progress.message(f"sensitivity: {name}: val accuracy {mine[0]['val_accuracy']:.4f} at sparsity "
                          f"{mine[0]['sparsity']}, {mine[-1]['val_accuracy']:.4f} at {mine[-1]['sparsity']}")
     write_all({
-        paths["sensitivity_csv"]: lambda tmp: tmp.write_text(_csv(rows)),
+        paths["sensitivity_csv"]: lambda tmp: tmp.write_text(csv_text(rows, SENSITIVITY_COLUMNS)),
         paths["sensitivity_plot"]: lambda tmp: _plot(rows, tmp),
     })
     return {
@@ -212,13 +209,6 @@ class _restored:
             self.layer.mask.copy_(mask)
         self.layer.sparsity = sparsity
 
-
-def _csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["layer", "sparsity", "weight_sparsity", "val_accuracy"])
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 def _plot(rows: list[dict], path: Path) -> None:

@@ -8,16 +8,14 @@ delete it); rerunning an interrupted stage with the same params and data continu
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from pathlib import Path
 
 import torch
 
 from sparsecli import checkpoint
-from sparsecli.atomic import json_text, write_all
+from sparsecli.atomic import csv_text, json_text, write_all
 from sparsecli.errors import CheckpointError
 from sparsecli.evaluation import model_metrics
 from sparsecli.models import build_model
@@ -86,9 +84,9 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
         tracker.close()
     write_all({
         paths["model"]: lambda tmp: checkpoint.save(tmp, model, params, meta, history=state.history,
-                                                    optimizer=state.optimizer, metrics=_scalars(metrics)),
+                                                    optimizer=state.optimizer, metrics=checkpoint.scalars(metrics)),
         paths["metrics"]: lambda tmp: tmp.write_text(json_text(metrics)),
-        paths["history"]: lambda tmp: tmp.write_text(_csv(state.history)),
+        paths["history"]: lambda tmp: tmp.write_text(csv_text(state.history, list(state.history[0]) if state.history else ["epoch"])),
     })
     paths["resume"].unlink(missing_ok=True)
     return metrics
@@ -127,13 +125,3 @@ def _resume_state(path: Path, fingerprint: str, model: torch.nn.Module) -> FitSt
     return FitState(**payload["fit"])
 
 
-def _scalars(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
-def _csv(history: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(history[0]) if history else ["epoch"])
-    writer.writeheader()
-    writer.writerows(history)
-    return out.getvalue()

@@ -13,9 +13,7 @@ rerun with the same params and data after an interruption resumes them, as does
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from sparsecli.atomic import json_text, write_all, write_json
+from sparsecli.atomic import csv_text, json_text, write_all, write_json
 from sparsecli.errors import ParamsError, SparsecliError
 from sparsecli.params import Params
 from sparsecli.progress import Progress
@@ -128,8 +126,8 @@ def _write(paths: dict[str, Path], records: list[TrialRecord], analysis: Analysi
     try:
         write_all({
             paths["best_params"]: lambda tmp: tmp.write_text(_best_params(analysis.selected, params, plan)),
-            paths["pareto"]: lambda tmp: tmp.write_text(_csv(front_rows, ["trial", *METRIC_COLUMNS, "cost_epochs", "wall_seconds", "selected", *keys])),
-            paths["trials"]: lambda tmp: tmp.write_text(_csv(rows, list(rows[0]))),
+            paths["pareto"]: lambda tmp: tmp.write_text(csv_text(front_rows, ["trial", *METRIC_COLUMNS, "cost_epochs", "wall_seconds", "selected", *keys])),
+            paths["trials"]: lambda tmp: tmp.write_text(csv_text(rows, list(rows[0]))),
             paths["summary"]: lambda tmp: tmp.write_text(json_text(metrics)),
         })
         shutil.rmtree(paths["runs"], ignore_errors=True)
@@ -161,13 +159,6 @@ def _best_params(selected: TrialRecord, params: Params, plan: Plan) -> str:
               "# rerun `sparsecli tune` (or `dvc repro`) instead.\n")
     return header + yaml.safe_dump(values, sort_keys=False, default_flow_style=False)
 
-
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 def _write_runs(target: Path, records: list[TrialRecord], rows: list[dict], keys: list[str], params: Params) -> Path:
