@@ -281,7 +281,7 @@ def _markdown_table(result: dict) -> str:
 @app.command()
 def init(
     directory: Annotated[Optional[Path], typer.Argument(help="Folder for the new experiment repository.")] = None,
-    pipeline: Annotated[str, typer.Option("--pipeline", help="Template from pipelines/ (see --list).")] = "default",
+    pipeline: Annotated[str, typer.Option("--pipeline", help="Template to copy (see --list).")] = "default",
     list_: Annotated[bool, typer.Option("--list", help="List the templates and exit.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Use a non-empty folder (existing files are kept).")] = False,
     verbose: VerboseOption = False,

@@ -1,7 +1,8 @@
-"""``sparsecli init``: a ready experiment repository from a template in ``pipelines/``.
+"""``sparsecli init``: a ready experiment repository from a template in ``sparsecli/templates/``.
 
 A template is a folder with ``dvc.yaml`` + ``params.yaml``; ``init`` copies it with the
-hardware targets, a ``.gitignore`` and a short README, then runs ``git init`` (unless the
+hardware targets (``templates/hardware``), the project's ``.gitignore`` and ``.dvcignore``
+(``templates/project``) and a short README, then runs ``git init`` (unless the
 folder is already inside a git repository) and ``dvc init`` with analytics off. It never
 overwrites a file: a non-empty folder is refused unless ``force`` is given, and even then
 existing files are kept.
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from importlib.resources import files
 from pathlib import Path
 
 from sparsecli.errors import SparsecliError
 
-SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout the package is installed from
-PIPELINES = SOURCE_ROOT / "pipelines"
-HARDWARE = SOURCE_ROOT / "hardware"
+# Package data, so `init` works from a wheel. In the source tree `hardware` and `project/*`
+# are links to the repository's own hardware/, .gitignore and .dvcignore (one copy of each).
+TEMPLATES = files("sparsecli") / "templates"
+HARDWARE = TEMPLATES / "hardware"
+PROJECT = TEMPLATES / "project"
 
 
 class InitError(SparsecliError):
@@ -27,7 +31,7 @@ class InitError(SparsecliError):
 def templates() -> dict[str, str]:
     """Template name -> its one-line description (the first comment line of its params.yaml)."""
     found = {}
-    for folder in sorted(PIPELINES.iterdir()) if PIPELINES.is_dir() else []:
+    for folder in sorted(TEMPLATES.iterdir(), key=lambda f: f.name):
         params = folder / "params.yaml"
         if params.is_file() and (folder / "dvc.yaml").is_file():
             first = params.read_text().splitlines()[0] if params.read_text() else ""
@@ -46,17 +50,16 @@ def init(target: Path, pipeline: str = "default", force: bool = False) -> dict:
         raise InitError(f"{target}: directory is not empty; choose a new directory, or pass --force "
                         "to add the template's files (existing files are kept)")
     _require_tools()
-    template = PIPELINES / pipeline
+    template = TEMPLATES / pipeline
     files = {
         "params.yaml": (template / "params.yaml").read_text(),
         "dvc.yaml": (template / "dvc.yaml").read_text(),
-        ".gitignore": (SOURCE_ROOT / ".gitignore").read_text(),  # the same outputs are generated there
-        ".dvcignore": (SOURCE_ROOT / ".dvcignore").read_text(),
+        ".gitignore": (PROJECT / "gitignore").read_text(),  # the same outputs are generated there
+        ".dvcignore": (PROJECT / "dvcignore").read_text(),
         "README.md": _readme(pipeline, available[pipeline]),
     }
-    files |= {f"hardware/{p.name}": p.read_text() for p in sorted(HARDWARE.glob("*.yaml"))}
-    if (HARDWARE / "README.md").is_file():
-        files["hardware/README.md"] = (HARDWARE / "README.md").read_text()
+    files |= {f"hardware/{p.name}": p.read_text() for p in sorted(HARDWARE.iterdir(), key=lambda p: p.name)
+              if p.is_file() and (p.name.endswith(".yaml") or p.name == "README.md")}
     target.mkdir(parents=True, exist_ok=True)
     written, kept = [], []
     for name, text in files.items():

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 ASSETS = Path(__file__).parent / "assets"
-TINY = ROOT / "pipelines" / "smoke" / "params.yaml"  # the smoke pipeline's params: tiny and fast
+TINY = ROOT / "sparsecli" / "templates" / "smoke" / "params.yaml"  # the smoke pipeline's params: tiny and fast
 
 
 @pytest.fixture(scope="session")

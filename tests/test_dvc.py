@@ -23,6 +23,7 @@ def dvc_repo(tmp_path_factory):
     shutil.copy(ROOT / "dvc.yaml", repo)
     shutil.copy(TINY, repo / "params.yaml")
     shutil.copy(ROOT / ".gitignore", repo)
+    shutil.copy(ROOT / ".dvcignore", repo)  # the templates under sparsecli/ are not part of the project
     shutil.copytree(ROOT / "hardware", repo / "hardware")
     shutil.copytree(ROOT / "sparsecli", repo / "sparsecli", ignore=shutil.ignore_patterns("__pycache__"))
     sh("git", "init", "-q", cwd=repo)

@@ -18,7 +18,7 @@ from sparsecli.exports.hls_export import hls4ml_version
 runner = CliRunner()
 HARDWARE = ROOT / "hardware"
 ASSETS = ROOT / "tests" / "targets" / "assets"
-TINY_TARGETS = ["fpga-alveo-u250", "fpga-zu3eg", "cpu-local"]  # pipelines/smoke/params.yaml
+TINY_TARGETS = ["fpga-alveo-u250", "fpga-zu3eg", "cpu-local"]  # sparsecli/templates/smoke/params.yaml
 ONE_FPGA = ["--set", "hardware_map.targets=[fpga-alveo-u250]", "--set", "hardware_map.hls.enabled=false"]
 
 
@@ -210,8 +210,8 @@ def test_import_synthesis_report(project):
 
 
 def test_gsc_sized_network_on_the_u250(tmp_path):
-    """Acceptance: 1600 -> 1500 -> 1500 -> 12, 95% zero weights, 10% active units (pipelines/gsc-head)."""
-    shutil.copy(ROOT / "pipelines" / "gsc-head" / "params.yaml", tmp_path / "params.yaml")
+    """Acceptance: 1600 -> 1500 -> 1500 -> 12, 95% zero weights, 10% active units (templates/gsc-head)."""
+    shutil.copy(ROOT / "sparsecli" / "templates" / "gsc-head" / "params.yaml", tmp_path / "params.yaml")
     small = ["--set", "data.synthetic.samples=300", "--set", "train.epochs=1"]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path)

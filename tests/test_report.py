@@ -59,15 +59,15 @@ def test_templates_validate_and_default_matches_the_root_pipeline():
     names = templates()
     assert set(names) == {"default", "smoke", "mnist", "gsc-head"}
     for name in names:
-        load_params(ROOT / "pipelines" / name / "params.yaml")
-    assert (ROOT / "pipelines" / "default" / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()
+        load_params(ROOT / "sparsecli" / "templates" / name / "params.yaml")
+    assert (ROOT / "sparsecli" / "templates" / "default" / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()
     root = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for stage in root["stages"].values():
         stage["deps"] = [d for d in stage.get("deps", []) if not str(d).startswith("sparsecli/")]
         if not stage["deps"]:
             del stage["deps"]
     for name in names:
-        template = yaml.safe_load((ROOT / "pipelines" / name / "dvc.yaml").read_text())
+        template = yaml.safe_load((ROOT / "sparsecli" / "templates" / name / "dvc.yaml").read_text())
         if name == "mnist":  # its data stage also depends on the IDX files in raw/mnist
             assert template["stages"]["data"].pop("deps") == ["raw/mnist"]
         assert template == root, name
