@@ -5,8 +5,9 @@ kernel reads: a layer fed a dense input (the first, or one after a layer
 without kWTA) gets a row layout and the sparse-dense kernel; a layer fed the
 winners of a kWTA layer gets a column layout and the sparse-sparse kernel,
 fused with its own kWTA when it has one. 16x1 block structure is detected per
-layer. ``forward`` then runs one or two numba calls per layer with the
-arguments resolved at pack time.
+layer. Both come from the kernel modules' one public ``prepare``. ``forward`` then
+runs one numba call per layer (kernel and kWTA fused), with settings and
+intermediate buffers fixed per batch size on the first call of that size.
 
 ``DenseEngine`` runs the same specs with torch (``F.linear`` and a topk-scatter
 kWTA): the reference for correctness and the baseline for speed.
@@ -14,22 +15,13 @@ kWTA): the reference for correctness and the baseline for speed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from sparsecli.kernels import kwinners, sparse_dense, sparse_sparse
-from sparsecli.kernels.formats import (
-    STRUCTURES,
-    DenseRows,
-    RowBlocks,
-    RowCSR,
-    as_weight,
-    index_dtype,
-    pack_columns,
-    pack_rows,
-)
+from sparsecli.kernels.formats import STRUCTURES, DenseRows, as_weight
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,105 +75,19 @@ def check_layers(layers: Sequence[LayerSpec]) -> list[LayerSpec]:
     return layers
 
 
-# What selecting winners costs per unit of a row, in multiply-adds of a sparse kernel
-# (about 3 us per 1500-unit row): for deciding when threads pay.
-KWTA_MACS_PER_UNIT = 20.0
+class _Densify:
+    """Scatter a kWTA layer's winners back into dense rows (a buffer kept per batch size)."""
 
-# A step maps the running activations (dense [batch, n], or (indices, values)) to the next ones.
-_Step = Callable[[object, int], object]
+    def __init__(self, n_out: int):
+        self.n_out = n_out
+        self._out: dict[int, np.ndarray] = {}
 
-
-def _dense_input_step(spec: LayerSpec, structure: str, parallel: bool | None):
-    """Sparse-dense layer (row layout), then a separate kWTA if the layer has one."""
-    packed = pack_rows(spec.weight, structure)
-    n_out, k = spec.n_out, spec.k
-    if isinstance(packed, DenseRows):
-        import torch
-
-        w = torch.from_numpy(packed.weight)
-        b = None if spec.bias is None else torch.from_numpy(spec.bias)
-
-        def linear(x, batch):
-            with torch.inference_mode():
-                return torch.nn.functional.linear(torch.from_numpy(x), w, b).numpy()
-
-    elif isinstance(packed, RowBlocks):
-        bias = sparse_dense.padded_bias(spec.bias, packed)
-        args = (packed.row_ptr, packed.col, packed.values, bias)
-        tile = sparse_dense._BLOCKS_TILE
-
-        def linear(x, batch):
-            par = sparse_dense.use_parallel(parallel, 2, packed.nnz_stored * batch)
-            kernel = sparse_dense._blocks_parallel if par else sparse_dense._blocks_serial
-            if batch < tile:
-                out = np.empty((batch, packed.n_out_padded), np.float32)
-                kernel(x, *args, out, False)
-                return out
-            width = -(-batch // tile) * tile
-            out = np.empty((width, packed.n_out_padded), np.float32)
-            kernel(sparse_dense.transpose_padded(x, width), *args, out, True)
-            return out[:batch]  # whole rows: still C-contiguous
-
-    else:  # RowCSR: the public function already holds the whole dispatch
-
-        def linear(x, batch):
-            return sparse_dense.sparse_dense_linear(x, packed, spec.bias, parallel)
-
-    idx_dtype = index_dtype(n_out)
-
-    def step(x, batch):
-        out = linear(x, batch)
-        if k is None:
-            return out if out.shape == (batch, n_out) else np.ascontiguousarray(out[:batch, :n_out])
-        idx = np.empty((batch, k), idx_dtype)
-        val = np.empty((batch, k), np.float32)
-        if sparse_sparse.use_parallel(parallel, batch, KWTA_MACS_PER_UNIT * n_out * batch):
-            kwinners._k_winners_parallel(out, n_out, k, idx, val, kwinners.row_chunks(batch))
-        else:
-            kwinners._k_winners_serial(out, n_out, k, idx, val)
-        return idx, val
-
-    return step, packed
-
-
-def _sparse_input_step(spec: LayerSpec, structure: str, parallel: bool | None, active: int):
-    """Sparse-sparse layer (column layout), fused with its kWTA if it has one."""
-    packed = pack_columns(spec.weight, structure)
-    a, b, c = sparse_sparse.format_arrays(packed)
-    bias = sparse_sparse.check_bias(spec.bias, packed.n_out)
-    n_out, k, width = packed.n_out, spec.k, packed.n_out_padded
-    macs_per_row = sparse_sparse.expected_macs(packed, 1, active)
-    idx_dtype = index_dtype(n_out)
-
-    def step(x, batch):
-        idx, val = x
-        par = sparse_sparse.use_parallel(parallel, batch, macs_per_row * batch)
-        if k is None:
-            out = np.empty((batch, width), np.float32)
-            (sparse_sparse._linear_parallel if par else sparse_sparse._linear_serial)(idx, val, a, b, c, bias, out)
-            return out if width == n_out else np.ascontiguousarray(out[:, :n_out])
-        idx_out = np.empty((batch, k), idx_dtype)
-        val_out = np.empty((batch, k), np.float32)
-        args = (idx, val, a, b, c, bias, width, n_out, k, idx_out, val_out)
-        if par:
-            sparse_sparse._linear_kwta_parallel(*args, kwinners.row_chunks(batch))
-        else:
-            sparse_sparse._linear_kwta_serial(*args)
-        return idx_out, val_out
-
-    return step, packed
-
-
-def _densified(step, n_out: int):
-    """``step`` with its kWTA winners scattered back into dense rows."""
-
-    def dense_step(x, batch):
-        idx, val = step(x, batch)
-        out = np.empty((batch, n_out), np.float32)
+    def __call__(self, idx, val):
+        out = self._out.get(idx.shape[0])
+        if out is None:
+            out = self._out[idx.shape[0]] = np.empty((idx.shape[0], self.n_out), np.float32)
         kwinners._scatter_rows(idx, val, out)
         return out
-
-    return dense_step
 
 
 ACTIVATIONS = ("sparse", "dense")
@@ -196,16 +102,15 @@ class SparseEngine:
 
     def __init__(
         self,
-        steps: list[_Step],
-        packed: list,
+        prepared: list,
         layers: list[LayerSpec],
         activations: str = "sparse",
         input_k: int | None = None,
     ):
         self.input_k = input_k
-        self._steps = steps
+        self.prepared = prepared  # per layer: DenseInputLayer or SparseInputLayer, and a _Densify or None
         self.activations = activations
-        self.packed = packed
+        self.packed = [p.packed for p, _ in prepared]
         self.layers = layers
         self.n_in = layers[0].n_in
         self.n_out = layers[-1].n_out
@@ -238,19 +143,17 @@ class SparseEngine:
         layers = check_layers(layers)
         if input_k is not None:
             input_k = kwinners.check_k(input_k, layers[0].n_in)
-        steps, packed = [], []
+        prepared = []
         active = input_k  # winners per row feeding the current layer; None: a dense input
         for spec in layers:
             if active is None:
-                step, p = _dense_input_step(spec, structure, parallel)
+                layer = sparse_dense.prepare(spec.weight, spec.bias, spec.k, structure, parallel)
             else:
-                step, p = _sparse_input_step(spec, structure, parallel, active)
-            if activations == "dense" and spec.k is not None and spec is not layers[-1]:
-                step = _densified(step, spec.n_out)
-            steps.append(step)
-            packed.append(p)
+                layer = sparse_sparse.prepare(spec.weight, spec.bias, spec.k, structure, parallel, active)
+            densify = activations == "dense" and spec.k is not None and spec is not layers[-1]
+            prepared.append((layer, _Densify(spec.n_out) if densify else None))
             active = spec.k if activations == "sparse" else None
-        return cls(steps, packed, layers, activations, input_k)
+        return cls(prepared, layers, activations, input_k)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """float32 ``[batch, in]`` -> float32 ``[batch, out]``; a last layer with kWTA comes out dense."""
@@ -270,8 +173,15 @@ class SparseEngine:
         return self._run((idx, val), idx.shape[0])
 
     def _run(self, h, batch: int) -> np.ndarray:
-        for step in self._steps:
-            h = step(h, batch)
+        last = len(self.prepared) - 1
+        for i, (layer, densify) in enumerate(self.prepared):
+            reuse = i < last  # intermediate results live in the layers' buffers; the last is fresh
+            if isinstance(h, tuple):
+                h = layer(*h, reuse=reuse, checked=True)
+            else:
+                h = layer(h, reuse=reuse)
+            if densify is not None:
+                h = densify(*h)
         if isinstance(h, tuple):
             out = np.empty((batch, self.n_out), np.float32)
             kwinners._scatter_rows(*h, out)

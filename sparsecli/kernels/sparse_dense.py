@@ -5,7 +5,9 @@ the "weight sparsity only" point of comparison. The weight is packed by output
 row (``pack_rows``) so each output sums in registers over its non-zeros and is
 stored once; threads split the outputs, which keeps them busy even at batch 1.
 
-* 16x1 blocks: 16 outputs accumulate together, two AVX2 FMAs per kept block.
+* 16x1 blocks: 16 outputs accumulate together, one AVX-512 FMA (two AVX2 ones) per kept
+  block; from ``BLOCKS_TILE`` rows on, the input is transposed and 16 (AVX2: 4) batch rows
+  share each block load (the 16-row kernel is generated: ``codegen.py``).
 * unstructured (CSR): one output at a time for small batches; from 16 rows on,
   the input is transposed to ``[in, batch]`` so each non-zero multiplies 16
   contiguous batch entries (the same two FMAs as a block).
@@ -24,13 +26,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from sparsecli.kernels.formats import DenseRows, RowBlocks, RowCSR, pack_rows
+from sparsecli.kernels import kwinners
+from sparsecli.kernels._unrolled import blocks_row_tile16
+from sparsecli.kernels.cpu import simd_path
+from sparsecli.kernels.formats import DenseRows, RowBlocks, RowCSR, index_dtype, pack_rows
 from sparsecli.kernels.sparse_sparse import check_bias, use_parallel
 
 # Output rows per parallel task for CSR.
 _CSR_CHUNK = 64
-# From this batch size on, blocks work on the transposed input four rows at a time.
-_BLOCKS_TILE = 4
+# From this batch size on, blocks work on the transposed input in tiles of rows: 16 rows x
+# 16 outputs fill 16 of AVX-512's 32 registers; AVX2 has 16 registers of half the width,
+# where 4 rows (8 registers) is the most that does not spill.
+BLOCKS_TILE = 16 if simd_path() == "avx512" else 4
 # From this batch size on, CSR works on the transposed input in tiles of 16 rows.
 _CSR_TILE = 16
 
@@ -442,19 +449,23 @@ def _blocks_row_tiled(xt, row_ptr, col, values, bias, out, r):
 
 
 @njit(cache=True)
-def _blocks_serial(x, row_ptr, col, values, bias, out, tiled):
+def _blocks_serial(x, row_ptr, col, values, bias, out, tile):
     for r in range(row_ptr.shape[0] - 1):
-        if tiled:
+        if tile == 16:
+            blocks_row_tile16(x, row_ptr, col, values, bias, out, r)
+        elif tile == 4:
             _blocks_row_tiled(x, row_ptr, col, values, bias, out, r)
         else:
             _blocks_row(x, row_ptr, col, values, bias, out, r)
 
 
 @njit(cache=True, parallel=True)
-def _blocks_parallel(x, row_ptr, col, values, bias, out, tiled):
+def _blocks_parallel(x, row_ptr, col, values, bias, out, tile):
     for r in prange(row_ptr.shape[0] - 1):
         # (prange's index is unsigned: cast it so the serial driver's compiled helper is reused)
-        if tiled:
+        if tile == 16:
+            blocks_row_tile16(x, row_ptr, col, values, bias, out, np.int64(r))
+        elif tile == 4:
             _blocks_row_tiled(x, row_ptr, col, values, bias, out, np.int64(r))
         else:
             _blocks_row(x, row_ptr, col, values, bias, out, np.int64(r))
@@ -693,6 +704,74 @@ def _csr_parallel(x, row_ptr, col, values, bias, out, tiled):
             _csr_rows_small(x, row_ptr, col, values, bias, out, i0, i1)
 
 
+@njit(cache=True)
+def _transpose_into(x, xt):
+    """``xt[:, :batch] = x.T``, zeros past the batch; in tiles, so both sides stay in cache."""
+    n_b, n_in = x.shape
+    xt[:, n_b:] = 0.0
+    for i0 in range(0, n_in, 64):
+        i1 = min(n_in, i0 + 64)
+        for b in range(n_b):
+            xb = x[b]
+            for i in range(i0, i1):
+                xt[i, b] = xb[i]
+
+
+@njit(cache=True)
+def _transpose_back(out_t, out):
+    """``out = out_t[:, :batch].T``."""
+    n_b, n_out = out.shape
+    for i0 in range(0, n_out, 64):
+        i1 = min(n_out, i0 + 64)
+        for b in range(n_b):
+            ob = out[b]
+            for i in range(i0, i1):
+                ob[i] = out_t[i, b]
+
+
+@njit(cache=True)
+def _kwta_rows(out, n_rows, n, k, idx_out, val_out, kpar, n_chunks):
+    if kpar:
+        kwinners._k_winners_parallel(out[:n_rows], n, k, idx_out, val_out, n_chunks)
+    else:
+        kwinners._k_winners_serial(out[:n_rows], n, k, idx_out, val_out)
+
+
+@njit(cache=True)
+def _blocks_forward(x, xt, row_ptr, col, values, bias, out, tile, par, n, k, idx_out, val_out, kpar, n_chunks):
+    """One call per layer: transpose if tiled, the block kernel, then kWTA if ``k > 0``."""
+    if tile > 0:
+        _transpose_into(x, xt)
+        if par:
+            _blocks_parallel(xt, row_ptr, col, values, bias, out, tile)
+        else:
+            _blocks_serial(xt, row_ptr, col, values, bias, out, tile)
+    elif par:
+        _blocks_parallel(x, row_ptr, col, values, bias, out, tile)
+    else:
+        _blocks_serial(x, row_ptr, col, values, bias, out, tile)
+    if k > 0:
+        _kwta_rows(out, x.shape[0], n, k, idx_out, val_out, kpar, n_chunks)
+
+
+@njit(cache=True)
+def _csr_forward(x, xt, row_ptr, col, values, bias, out_t, out, par, n, k, idx_out, val_out, kpar, n_chunks):
+    """Like ``_blocks_forward`` for CSR: ``xt``/``out_t`` are used (tiled) when ``xt`` has rows."""
+    if xt.shape[0] > 0:
+        _transpose_into(x, xt)
+        if par:
+            _csr_parallel(xt, row_ptr, col, values, bias, out_t, True)
+        else:
+            _csr_serial(xt, row_ptr, col, values, bias, out_t, True)
+        _transpose_back(out_t, out)
+    elif par:
+        _csr_parallel(x, row_ptr, col, values, bias, out, False)
+    else:
+        _csr_serial(x, row_ptr, col, values, bias, out, False)
+    if k > 0:
+        _kwta_rows(out, x.shape[0], n, k, idx_out, val_out, kpar, n_chunks)
+
+
 def check_input(x, n_in: int) -> np.ndarray:
     """Validate a dense input and return it as C-contiguous float32 ``[batch, n_in]``."""
     x = np.asarray(x)
@@ -703,19 +782,110 @@ def check_input(x, n_in: int) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def transpose_padded(x: np.ndarray, width: int) -> np.ndarray:
-    """``x.T`` as C-contiguous ``[in, width]``, zero columns past the batch."""
-    xt = np.zeros((x.shape[1], width), np.float32)
-    xt[:, : x.shape[0]] = x.T
-    return xt
-
-
-def padded_bias(bias, packed) -> np.ndarray | None:
+def padded_bias(bias, packed) -> np.ndarray:
     """The bias as float32, zero-padded to the format's padded output width."""
     bias = check_bias(bias, packed.n_out)
-    if bias is None or packed.n_out_padded == packed.n_out:
+    if packed.n_out_padded == packed.n_out:
         return bias
     return np.concatenate([bias, np.zeros(packed.n_out_padded - packed.n_out, np.float32)])
+
+
+# What selecting winners costs per unit of a row, in multiply-adds of a sparse kernel
+# (about 1.5 us per 1500-unit row): for deciding when threads pay.
+KWTA_MACS_PER_UNIT = 20.0
+_EMPTY_IDX = {np.dtype(np.uint16): np.empty((0, 1), np.uint16), np.dtype(np.uint32): np.empty((0, 1), np.uint32)}
+_EMPTY_2D = np.empty((0, 1), np.float32)
+
+
+class DenseInputLayer:
+    """A layer fed a dense input, packed once by output row, optionally followed by kWTA.
+
+    ``layer(x)`` maps float32 ``[batch, in]`` to float32 ``[batch, out]``, or with ``k``
+    to the winners ``(indices, values)`` ``[batch, k]``: one numba call per batch
+    (transpose, kernel and kWTA fused). With ``reuse=True`` the results live in buffers
+    kept per batch size and are overwritten by the next call (what the engine uses
+    between layers); otherwise every call returns fresh arrays.
+    """
+
+    def __init__(self, packed, bias=None, k: int | None = None, parallel: bool | None = None):
+        if not isinstance(packed, (RowBlocks, RowCSR, DenseRows)):
+            raise ValueError(f"expected a row format from pack_rows, got {type(packed).__name__}")
+        self.packed = packed
+        self.n_in, self.n_out = packed.n_in, packed.n_out
+        self.k = None if k is None else kwinners.check_k(k, packed.n_out)
+        self.parallel = parallel
+        self.bias = check_bias(bias, packed.n_out)
+        self._bias_padded = padded_bias(bias, packed) if isinstance(packed, RowBlocks) else self.bias
+        self._idx_dtype = index_dtype(packed.n_out)
+        self._plans: dict[int, tuple] = {}
+        if isinstance(packed, DenseRows):
+            import torch
+
+            self._torch = (torch.from_numpy(packed.weight), torch.from_numpy(self.bias))
+
+    def _plan(self, batch: int) -> tuple:
+        """Per batch size: the kernel's settings and its buffers (allocated once)."""
+        plan = self._plans.get(batch)
+        if plan is not None:
+            return plan
+        p = self.packed
+        par = use_parallel(self.parallel, 2, p.nnz_stored * batch)
+        kpar = self.k is not None and use_parallel(self.parallel, batch, KWTA_MACS_PER_UNIT * p.n_out * batch)
+        if isinstance(p, RowBlocks):
+            tile = BLOCKS_TILE if batch >= BLOCKS_TILE else 0
+            width = -(-batch // tile) * tile if tile else batch
+            xt = np.empty((p.n_in, width) if tile else (0, 1), np.float32)
+            out = np.empty((width, p.n_out_padded), np.float32)
+            plan = ("blocks", tile, par, kpar, xt, out, None)
+        elif isinstance(p, RowCSR):
+            tiled = batch >= _CSR_TILE
+            width = -(-batch // _CSR_TILE) * _CSR_TILE if tiled else 0
+            xt = np.empty((p.n_in, width) if tiled else (0, 1), np.float32)
+            out_t = np.empty((p.n_out, width) if tiled else (0, 1), np.float32)
+            plan = ("csr", 0, par, kpar, xt, np.empty((batch, p.n_out), np.float32), out_t)
+        else:
+            plan = ("dense", 0, False, kpar, None, None, None)
+        self._plans[batch] = plan
+        return plan
+
+    def __call__(self, x, reuse: bool = False):
+        x = check_input(x, self.n_in)
+        batch = x.shape[0]
+        kind, tile, par, kpar, xt, out, out_t = self._plan(batch)
+        k = self.k or 0
+        if not reuse and not k and kind != "dense":
+            out = np.empty_like(out)  # the result itself: fresh (with kWTA it is only scratch)
+        if k:
+            idx = np.empty((batch, k), self._idx_dtype)
+            val = np.empty((batch, k), np.float32)
+        else:
+            idx, val = _EMPTY_IDX[self._idx_dtype], _EMPTY_2D
+        chunks = kwinners.row_chunks(batch)
+        p = self.packed
+        if kind == "blocks":
+            _blocks_forward(x, xt, p.row_ptr, p.col, p.values, self._bias_padded, out, tile, par, p.n_out, k, idx,
+                            val, kpar, chunks)
+        elif kind == "csr":
+            _csr_forward(x, xt, p.row_ptr, p.col, p.values, self.bias, out_t, out, par, p.n_out, k, idx, val,
+                         kpar, chunks)
+        else:
+            import torch
+
+            with torch.inference_mode():
+                out = torch.nn.functional.linear(torch.from_numpy(x), *self._torch).numpy()
+            if k:
+                _kwta_rows(out, batch, p.n_out, k, idx, val, kpar, chunks)
+        if k:
+            return idx, val
+        if out.shape == (batch, p.n_out):
+            return out
+        return np.ascontiguousarray(out[:batch, : p.n_out])
+
+
+def prepare(weight, bias=None, k: int | None = None, structure: str = "auto",
+            parallel: bool | None = None) -> DenseInputLayer:
+    """Pack a float32 ``[out, in]`` weight for dense inputs (``pack_rows``), kWTA after it if ``k``."""
+    return DenseInputLayer(pack_rows(weight, structure), bias, k, parallel)
 
 
 def sparse_dense_linear(x, packed, bias=None, parallel: bool | None = None) -> np.ndarray:
@@ -732,36 +902,4 @@ def sparse_dense_linear(x, packed, bias=None, parallel: bool | None = None) -> n
     """
     if isinstance(packed, np.ndarray):
         packed = pack_rows(packed)
-    x = check_input(x, packed.n_in)
-    n_batch = x.shape[0]
-    # Outputs are split over threads, so even batch 1 can use them.
-    parallel = use_parallel(parallel, 2, packed.nnz_stored * n_batch)
-    if isinstance(packed, RowBlocks):
-        bias = padded_bias(bias, packed)
-        kernel = _blocks_parallel if parallel else _blocks_serial
-        if n_batch < _BLOCKS_TILE:
-            out = np.empty((n_batch, packed.n_out_padded), np.float32)
-            kernel(x, packed.row_ptr, packed.col, packed.values, bias, out, False)
-            return np.ascontiguousarray(out[:, : packed.n_out])
-        width = -(-n_batch // _BLOCKS_TILE) * _BLOCKS_TILE
-        xt = transpose_padded(x, width)
-        out = np.empty((width, packed.n_out_padded), np.float32)
-        kernel(xt, packed.row_ptr, packed.col, packed.values, bias, out, True)
-        return np.ascontiguousarray(out[:n_batch, : packed.n_out])
-    if isinstance(packed, RowCSR):
-        bias = check_bias(bias, packed.n_out)
-        kernel = _csr_parallel if parallel else _csr_serial
-        if n_batch < _CSR_TILE:
-            out = np.empty((n_batch, packed.n_out), np.float32)
-            kernel(x, packed.row_ptr, packed.col, packed.values, bias, out, False)
-            return out
-        width = -(-n_batch // _CSR_TILE) * _CSR_TILE
-        xt = transpose_padded(x, width)
-        out_t = np.empty((packed.n_out, width), np.float32)
-        kernel(xt, packed.row_ptr, packed.col, packed.values, bias, out_t, True)
-        return np.ascontiguousarray(out_t[:, :n_batch].T)
-    if isinstance(packed, DenseRows):
-        from sparsecli.kernels.dense import dense_linear
-
-        return dense_linear(x, packed.weight, check_bias(bias, packed.n_out))
-    raise ValueError(f"expected a row format from pack_rows, got {type(packed).__name__}")
+    return DenseInputLayer(packed, bias, None, parallel)(x)

@@ -248,6 +248,63 @@ def active_from_dense(x: np.ndarray):
     return idx, val
 
 
+class SparseInputLayer:
+    """A layer fed the active units of a sparse input, packed once by input column.
+
+    ``layer(idx, val)`` maps active ``(indices, values)`` ``[batch, n_active]`` to float32
+    ``[batch, out]``, or with ``k`` to the winners ``(indices, values)`` ``[batch, k]`` (linear
+    map and kWTA fused per row). ``reuse=True``: the dense result lives in a buffer kept per
+    batch size, overwritten by the next call.
+    """
+
+    def __init__(self, packed, bias=None, k: int | None = None, parallel: bool | None = None,
+                 active: int | None = None):
+        self.packed = packed
+        self._arrays = format_arrays(packed)
+        self.n_in, self.n_out = packed.n_in, packed.n_out
+        self.bias = check_bias(bias, packed.n_out)
+        self.k = None if k is None else check_k(k, packed.n_out)
+        self.parallel = parallel
+        self.active = active  # expected active inputs per row (for the threads decision); None: from the call
+        self._idx_dtype = index_dtype(packed.n_out)
+        self._plans: dict[tuple[int, int], tuple] = {}
+
+    def _plan(self, batch: int, n_active: int) -> tuple:
+        plan = self._plans.get((batch, n_active))
+        if plan is None:
+            macs = expected_macs(self.packed, batch, self.active or n_active)
+            plan = (use_parallel(self.parallel, batch, macs), np.empty((batch, self.packed.n_out_padded), np.float32))
+            self._plans[(batch, n_active)] = plan
+        return plan
+
+    def __call__(self, idx, val, reuse: bool = False, checked: bool = False):
+        if not checked:
+            idx, val = check_active(idx, val, self.n_in)
+        batch = idx.shape[0]
+        par, out = self._plan(batch, idx.shape[1])
+        a, b, c = self._arrays
+        p = self.packed
+        if self.k is None:
+            if not reuse:
+                out = np.empty_like(out)
+            (_linear_parallel if par else _linear_serial)(idx, val, a, b, c, self.bias, out)
+            return out if p.n_out_padded == p.n_out else np.ascontiguousarray(out[:, : p.n_out])
+        idx_out = np.empty((batch, self.k), self._idx_dtype)
+        val_out = np.empty((batch, self.k), np.float32)
+        args = (idx, val, a, b, c, self.bias, p.n_out_padded, p.n_out, self.k, idx_out, val_out)
+        if par:
+            _linear_kwta_parallel(*args, row_chunks(batch))
+        else:
+            _linear_kwta_serial(*args)
+        return idx_out, val_out
+
+
+def prepare(weight, bias=None, k: int | None = None, structure: str = "auto", parallel: bool | None = None,
+            active: int | None = None) -> SparseInputLayer:
+    """Pack a float32 ``[out, in]`` weight for sparse inputs (``pack_columns``), kWTA fused if ``k``."""
+    return SparseInputLayer(pack_columns(weight, structure), bias, k, parallel, active)
+
+
 def sparse_sparse_linear(idx, val, packed, bias=None, parallel: bool | None = None) -> np.ndarray:
     """``x @ W.T + b`` for a sparse ``x`` given as active ``(indices, values)``.
 
@@ -262,30 +319,11 @@ def sparse_sparse_linear(idx, val, packed, bias=None, parallel: bool | None = No
     """
     if isinstance(packed, np.ndarray):
         packed = pack_columns(packed)
-    a, b, c = format_arrays(packed)
-    idx, val = check_active(idx, val, packed.n_in)
-    bias = check_bias(bias, packed.n_out)
-    out = np.empty((idx.shape[0], packed.n_out_padded), np.float32)
-    macs = expected_macs(packed, idx.shape[0], idx.shape[1])
-    kernel = _linear_parallel if use_parallel(parallel, idx.shape[0], macs) else _linear_serial
-    kernel(idx, val, a, b, c, bias, out)
-    return out if packed.n_out_padded == packed.n_out else np.ascontiguousarray(out[:, : packed.n_out])
+    return SparseInputLayer(packed, bias, None, parallel)(idx, val)
 
 
 def sparse_sparse_linear_kwta(idx, val, packed, k: int, bias=None, parallel: bool | None = None):
     """``k_winners(x @ W.T + b, k)`` in one pass per row: active ``(indices, values)`` in and out."""
     if isinstance(packed, np.ndarray):
         packed = pack_columns(packed)
-    a, b, c = format_arrays(packed)
-    idx, val = check_active(idx, val, packed.n_in)
-    bias = check_bias(bias, packed.n_out)
-    k = check_k(k, packed.n_out)
-    idx_out = np.empty((idx.shape[0], k), index_dtype(packed.n_out))
-    val_out = np.empty((idx.shape[0], k), np.float32)
-    macs = expected_macs(packed, idx.shape[0], idx.shape[1])
-    args = (idx, val, a, b, c, bias, packed.n_out_padded, packed.n_out, k, idx_out, val_out)
-    if use_parallel(parallel, idx.shape[0], macs):
-        _linear_kwta_parallel(*args, row_chunks(idx.shape[0]))
-    else:
-        _linear_kwta_serial(*args)
-    return idx_out, val_out
+    return SparseInputLayer(packed, bias, k, parallel)(idx, val)
