@@ -248,3 +248,132 @@ class DenseEngine:
         return h.numpy() if as_numpy else h
 
     __call__ = forward
+
+
+def _conv_kwta_torch(x, k: int, local: bool):
+    """kWTA on NCHW ``x``: global over C*H*W, or across channels at each position."""
+    if not local:
+        return kwinners.kwta_dense_torch(x.flatten(1), k).view_as(x)
+    last = x.permute(0, 2, 3, 1)
+    return kwinners.kwta_dense_torch(last, k).permute(0, 3, 1, 2)
+
+
+class SparseCNNEngine:
+    """A CNN packed for sparse inference: conv blocks (``conv.ConvSpec``), flatten, linear layers.
+
+    Maps stay channels-last between conv blocks; a conv fed a kWTA layer's winners runs the
+    sparse-input (scatter) kernel, the first conv and any conv after a ReLU the dense-input
+    one. The first linear layer's columns are permuted from torch's CHW flattening to HWC
+    at pack time, so ``flatten`` costs nothing. ``engine(x)`` takes float32
+    ``[batch, C*H*W]`` (or ``[batch, C, H, W]``) in torch's layout.
+    """
+
+    def __init__(self, input_shape, convs, conv_layers, tail: SparseEngine, densify, activations: str):
+        self.input_shape = tuple(input_shape)
+        self.convs = convs
+        self.conv_layers = conv_layers
+        self.tail = tail
+        self._densify = densify
+        self.activations = activations
+        self.n_in = int(np.prod(self.input_shape))
+        self.n_out = tail.n_out
+
+    @classmethod
+    def from_specs(cls, input_shape, convs, linears: Sequence[LayerSpec], structure: str = "auto",
+                   parallel: bool | None = None, activations: str = "sparse") -> SparseCNNEngine:
+        from sparsecli.kernels import conv as conv_mod
+
+        if activations not in ACTIVATIONS:
+            raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+        if not convs:
+            raise ValueError("a CNN needs at least one conv block (use SparseEngine for an MLP)")
+        shape = tuple(int(s) for s in input_shape)
+        layers, densify = [], []
+        sparse = False
+        for i, spec in enumerate(convs):
+            layer = conv_mod.prepare(spec, shape, sparse_input=sparse, chw_input=i == 0, structure=structure,
+                                     parallel=parallel)
+            shape = layer.out_shape
+            sparse = spec.k is not None
+            n = int(np.prod(shape))
+            if sparse and activations == "dense":
+                densify.append(_Densify(n))
+                sparse = False
+            else:
+                densify.append(None)
+            layers.append(layer)
+        linears = check_layers(linears)
+        n_flat = int(np.prod(shape))
+        if linears[0].n_in != n_flat:
+            raise ValueError(f"the first linear layer takes {linears[0].n_in} inputs but the conv blocks give {n_flat}")
+        perm = conv_mod.hwc_to_chw_columns(*shape)
+        first = LayerSpec(np.ascontiguousarray(linears[0].weight[:, perm]), linears[0].bias, linears[0].k)
+        tail_layers = [first, *linears[1:]]
+        width = None
+        if sparse:  # winners per row the first linear layer gets (at most the map's size)
+            spec = convs[-1]
+            positions = (shape[1] * shape[2]) if spec.pool_first or spec.pool == 1 else \
+                layers[-1].conv_hw[0] * layers[-1].conv_hw[1]
+            width = min(n_flat, layers[-1].k * (positions if spec.local else 1))
+        tail = SparseEngine.from_layers(tail_layers, structure, parallel, activations, input_k=width)
+        return cls(input_shape, list(convs), layers, tail, densify, activations)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x.reshape(x.shape[0], -1))
+        if x.shape[1] != self.n_in:
+            raise ValueError(f"x must be [batch, {self.n_in}] (or [batch, *{self.input_shape}]), got {x.shape}")
+        h = x
+        for layer, densify in zip(self.conv_layers, self._densify):
+            h = layer(h, reuse=True)
+            if densify is not None:
+                h = densify(*h)
+        return self.tail._run(h, x.shape[0])
+
+    __call__ = forward
+
+    def describe(self) -> list[dict]:
+        rows = []
+        for spec, layer in zip(self.convs, self.conv_layers):
+            rows.append({"shape": tuple(spec.weight.shape), "density": spec.density, "k": spec.k,
+                         "format": "DenseColumns" if layer.sparse_input else type(layer.packed).__name__,
+                         "kernel": "sparse-sparse" if layer.sparse_input else "sparse-dense"})
+        return rows + self.tail.describe()
+
+
+class DenseCNNEngine:
+    """The same CNN in torch (NCHW): ``F.conv2d``, ``F.max_pool2d``, topk-scatter kWTA, ``F.linear``."""
+
+    def __init__(self, input_shape, convs, linears: Sequence[LayerSpec]):
+        import torch
+
+        self.input_shape = tuple(input_shape)
+        self.convs = [(torch.from_numpy(s.weight), torch.from_numpy(s.bias), s) for s in convs]
+        self.tail = DenseEngine(linears)
+
+    @classmethod
+    def from_specs(cls, input_shape, convs, linears) -> DenseCNNEngine:
+        return cls(input_shape, convs, linears)
+
+    def forward(self, x):
+        import torch
+        import torch.nn.functional as F
+
+        as_numpy = not isinstance(x, torch.Tensor)
+        h = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if as_numpy else x
+        h = h.reshape(h.shape[0], *self.input_shape)
+        with torch.inference_mode():
+            for w, b, s in self.convs:
+                h = F.conv2d(h, w, b, stride=s.stride, padding=s.padding)
+                if s.pool_first and s.pool > 1:
+                    h = F.max_pool2d(h, s.pool)
+                if s.k is not None:
+                    h = _conv_kwta_torch(h, s.k, s.local)
+                elif s.relu:
+                    h = torch.relu(h)
+                if not s.pool_first and s.pool > 1:
+                    h = F.max_pool2d(h, s.pool)
+            out = self.tail(h.flatten(1))
+        return out.numpy() if as_numpy else out
+
+    __call__ = forward

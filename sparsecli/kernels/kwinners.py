@@ -101,6 +101,40 @@ _RANK_MAX = 96
 
 
 @njit(cache=True)
+def _threshold_radix(ckeys, m, need):
+    """The ``need``-th largest of ``ckeys[:m]`` (keys sharing their top 11 bits): a histogram
+    of the next 11 bits finds its sub-bin, then the sub-bin's few keys are ranked (a
+    partial sort of hundreds of candidates costs more than the whole row's histogram)."""
+    hist = np.zeros(HIST_SIZE, np.int32)
+    mid = np.uint32(0x7FF)
+    for t in range(m):
+        hist[(ckeys[t] >> np.uint32(10)) & mid] += 1
+    above = 0
+    d = HIST_SIZE - 1
+    while above + hist[d] < need:
+        above += hist[d]
+        d -= 1
+    sub = np.empty(hist[d], np.uint32)
+    n_sub = 0
+    for t in range(m):
+        if ((ckeys[t] >> np.uint32(10)) & mid) == d:
+            sub[n_sub] = ckeys[t]
+            n_sub += 1
+    need_sub = need - above
+    if n_sub <= _RANK_MAX:
+        threshold = _U32_MAX
+        for i in range(n_sub):
+            key = sub[i]
+            n_above = 0
+            for j in range(n_sub):
+                n_above += sub[j] > key
+            if n_above < need_sub:
+                threshold = min(threshold, key)
+        return threshold
+    return np.partition(sub, n_sub - need_sub)[n_sub - need_sub]
+
+
+@njit(cache=True)
 def _threshold(ckeys, m, need):
     """The ``need``-th largest of the keys ``ckeys[:m]``, and how many keys equal to it win."""
     if need == m:
@@ -118,7 +152,7 @@ def _threshold(ckeys, m, need):
             if above < need:
                 threshold = min(threshold, key)
     else:
-        threshold = np.partition(ckeys[:m], m - need)[m - need]
+        threshold = _threshold_radix(ckeys, m, need)
     quota = need
     for t in range(m):
         quota -= ckeys[t] > threshold
@@ -165,7 +199,8 @@ def _scatter_rows(idx, val, out):
         o = out[r]
         o[:] = 0.0
         for t in range(idx.shape[1]):
-            o[idx[r, t]] = val[r, t]
+            if val[r, t] != 0.0:  # padding entries (index 0, value 0) must not overwrite unit 0
+                o[idx[r, t]] = val[r, t]
 
 
 def scatter_dense(idx: np.ndarray, val: np.ndarray, n: int) -> np.ndarray:
