@@ -1,29 +1,27 @@
-"""Sparse-sparse CPU inference against dense torch on the GSC-sized MLP.
+"""Sparse-sparse CPU inference against dense torch: the reference MLP and the reference CNN.
 
-    python benchmarks/bench_kernels.py            # full run (a few minutes)
-    python benchmarks/bench_kernels.py --quick    # fewer repetitions (under a minute)
+    python benchmarks/bench_kernels.py --json out.json    # full run (about 4 minutes)
+    python benchmarks/bench_kernels.py --quick            # fewer repetitions (about a minute)
 
-Network: 1600 -> 1500 -> 1500 -> 12, kWTA on both hidden layers, a dense head.
-Hidden weights at 90% and 95% sparsity (exact non-zeros per output row, or per
-16-row block for the 16x1 block structure), 10% and 5% of units active; masks
-and values from ``np.random.default_rng(0)``.
+Networks (random weights, masks from ``np.random.default_rng(0)``):
 
-Per layer: one layer's linear map alone (no kWTA). Dense torch and sparse-dense
-get a dense input; sparse-sparse gets the active units of the same input (for
-the first layer a synthetic input at the activation density). ``kwta`` compares
-torch topk + scatter with ``k_winners``. End to end: the whole network including
-kWTA; the network's input is dense, so its first layer is sparse-dense in every
-sparse engine.
+* ``mlp``: the GSC-sized MLP 1600 -> 1500 -> 1500 -> 12, kWTA on both hidden layers, a dense
+  head; hidden weights 90% / 95% zero with 10% / 5% of units active; unstructured (exact
+  non-zeros per output row) or 16x1 blocks (per 16-row block).
+* ``cnn``: the paper's GSC sparse CNN (1x32x32; conv 64 5x5 50% non-zero -> max-pool 2 ->
+  kWTA 1200; conv 64 5x5 20% non-zero -> max-pool 2 -> kWTA 200; linear 1600 -> 1000 40%
+  non-zero, kWTA 100; head 12), unstructured or 16x1 blocks over output channels.
 
-Method: warm-up, then samples interleaved across dense / sparse-dense /
-sparse-sparse (rotating order), each sample the mean of a short burst of
-back-to-back calls (10 at batch 1, 2 at batch 64: the steady state of a serving
-loop, where a layer's weights are still cached from the previous call); median
-and IQR over samples; both libraries on the same number of threads. speedup = dense median / kernel median. ideal =
-dense multiply-adds / multiply-adds the kernel must do (1 / (weight density x
-activation density) for a single layer); "of ideal" = speedup / ideal (above
-1 where dense is memory-bound). Every kernel's output is checked against the
-dense result first; a kernel that disagrees gets no timing.
+One JSON row per (network, structure, weight sparsity, active fraction, batch, threads,
+precision, path): ``speedup`` = dense torch median / sparse-sparse median, end to end with
+kWTA, same process, same threads; ``ideal`` = dense multiply-adds / the multiply-adds
+sparse-sparse must do (the first layer's dense input included); ``fraction_of_ideal``;
+``argmax_agreement`` of sparse-sparse against dense torch on 256 random inputs; ``path``:
+``avx512`` (numba compiled for this CPU) or ``avx2`` (the same kernels compiled for Haswell,
+in a subprocess). Method: warm-up, then interleaved samples (rotating order), each the mean
+of a short burst of calls (10 at batch 1, 2 at batch 64), median and IQR. Every kernel's
+output is checked against dense first; one that disagrees gets no timing. Timings on a
+shared machine are noisy: rerun on a quiet one.
 """
 
 from __future__ import annotations
@@ -31,114 +29,141 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
-import torch
-
-from sparsecli.kernels.measure import BATCHES, INNER, SETTINGS, STRUCTURES, TARGETS, Row, bench_setting, gsc_network, reference_input
+from sparsecli.kernels.cpu import AVX2_ENV, cpu_info, simd_path
+from sparsecli.kernels.measure import (
+    BATCHES,
+    INNER,
+    SETTINGS,
+    STRUCTURES,
+    bench_network,
+    network_input,
+    reference_cnn,
+    reference_mlp,
+)
 from sparsecli.kernels.timing import max_threads
 
-
-def fmt_time(stats) -> str:
-    if stats is None:
-        return "—"
-    return f"{stats.median_s * 1e6:9.1f} ±{stats.iqr_s * 1e6:6.1f}"
+# Goals from issue 13, as fractions of the ideal: (network, structure, batch) -> fraction.
+GOALS = {("mlp", "blocks16", 1): 1.0, ("mlp", "blocks16", 64): 0.7, ("mlp", "unstructured", 1): 0.6,
+         ("cnn", "blocks16", 1): 0.6, ("cnn", "unstructured", 1): 0.6}
 
 
-def fmt_speed(dense, stats, ideal) -> str:
-    if stats is None:
-        return f"{'—':>7} {'':>6} {'':>5}"
-    s = dense.median_s / stats.median_s
-    ideal_txt = f"{ideal:6.1f}" if ideal else f"{'—':>6}"
-    frac = f"{s / ideal:5.2f}" if ideal else f"{'—':>5}"
-    return f"{s:6.1f}x {ideal_txt} {frac}"
+def networks():
+    for weight_sparsity, percent_on in SETTINGS:
+        for structure in STRUCTURES:
+            yield reference_mlp(weight_sparsity, percent_on, structure), structure, weight_sparsity, percent_on
+    for structure in STRUCTURES:
+        net = reference_cnn(structure)
+        m = net.macs()
+        yield net, structure, 1 - m["sparse-dense"] / m["dense"], None
 
 
-def print_table(rows: list[Row]) -> None:
-    head = (
-        f"{'setting':<24} {'b':>3} {'t':>2} {'stage':<24} "
-        f"{'dense µs ±IQR':>17} | {'sparse-dense µs':>17} {'speedup':>7} {'ideal':>6} {'ofid':>5} | "
-        f"{'sparse-sparse µs':>17} {'speedup':>7} {'ideal':>6} {'ofid':>5}"
-    )
+def measure(path: str, quick: bool, threads_list, batches) -> tuple[list[dict], list[str]]:
+    repeats = {1: 20, 64: 5} if quick else {1: 60, 64: 12}
+    rows, failures = [], []
+    for net, structure, weight_sparsity, percent_on in networks():
+        agreement_x = network_input(net, 256, seed=2)
+        for batch in batches:
+            x = network_input(net, batch)
+            for threads in threads_list:
+                r = bench_network(net, x, threads, repeats[batch], INNER[batch], failures, agreement_x)
+                t = r["times"]
+                rows.append({
+                    "network": net.kind, "label": net.label, "structure": structure,
+                    "weight_sparsity": round(weight_sparsity, 4),
+                    "active_fraction": percent_on,
+                    "batch": batch, "threads": threads, "precision": "fp32", "path": path,
+                    "speedup": r["speedup"]["sparse-sparse"], "ideal": r["ideal"]["sparse-sparse"],
+                    "fraction_of_ideal": r["fraction_of_ideal"]["sparse-sparse"],
+                    "argmax_agreement": r["argmax_agreement"],
+                    "speedup_sparse_dense": r["speedup"]["sparse-dense"],
+                    "ideal_sparse_dense": r["ideal"]["sparse-dense"],
+                    "times_s": {k: (v.as_dict() if v else None) for k, v in t.items()},
+                })
+    return rows, failures
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (f"{'network':<30} {'path':<6} {'b':>3} {'t':>2} {'dense µs':>9} {'s-d µs':>8} {'s-s µs':>8} "
+            f"{'speedup':>8} {'ideal':>6} {'of ideal':>8} {'argmax':>7}")
     print(head)
     print("-" * len(head))
-    last = None
     for r in rows:
-        key = (r.setting, r.batch, r.threads)
-        if last is not None and key != last:
-            print()
-        last = key
-        d = r.times["dense"]
-        print(
-            f"{r.setting:<24} {r.batch:>3} {r.threads:>2} {r.stage:<24} {fmt_time(d):>17} | "
-            f"{fmt_time(r.times['sparse-dense']):>17} {fmt_speed(d, r.times['sparse-dense'], r.ideal_sd)} | "
-            f"{fmt_time(r.times['sparse-sparse']):>17} {fmt_speed(d, r.times['sparse-sparse'], r.ideal_ss)}"
-        )
+        t = r["times_s"]
+
+        def us(name):
+            return f"{t[name]['median_s'] * 1e6:.1f}" if t.get(name) else "—"
+
+        speed = f"{r['speedup']:.1f}x" if r["speedup"] else "—"
+        frac = f"{r['fraction_of_ideal']:.2f}" if r["fraction_of_ideal"] else "—"
+        print(f"{r['label']:<30} {r['path']:<6} {r['batch']:>3} {r['threads']:>2} {us('dense'):>9} "
+              f"{us('sparse-dense'):>8} {us('sparse-sparse'):>8} {speed:>8} {r['ideal']:>6.1f} {frac:>8} "
+              f"{r['argmax_agreement']:>7.3f}")
+
+
+def goal_lines(rows: list[dict]) -> list[str]:
+    lines = []
+    for r in rows:
+        goal = GOALS.get((r["network"], r["structure"], r["batch"]))
+        if goal is None or r["threads"] != 1:
+            continue
+        frac = r["fraction_of_ideal"] or 0.0
+        verdict = "met" if frac >= goal and r["argmax_agreement"] >= 0.99 else "MISSED"
+        lines.append(f"goal {r['label']} {r['path']} batch {r['batch']}: {frac:.2f} of ideal >= {goal} {verdict}")
+    return lines
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, for a fast check")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument("--no-avx2", action="store_true", help="skip the AVX2 rows (a subprocess)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the AVX2 subprocess
     args = parser.parse_args(argv)
-    repeats = {1: 20, 64: 10} if args.quick else {1: 100, 64: 40}
+    path = simd_path()
     load_before = os.getloadavg()[0]
+    if args.child:  # AVX2 rows: batch 1 and 64 at one thread
+        rows, failures = measure(path, args.quick, [1], BATCHES)
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "check_failures": failures}, f)
+        return 0
     threads_all = max_threads()
-    thread_counts = sorted({1, threads_all})
-    rows: list[Row] = []
-    failures: list[str] = []
-    for weight_sparsity, percent_on in SETTINGS:
-        for structure in STRUCTURES:
-            specs = gsc_network(weight_sparsity, percent_on, structure)
-            label = f"{weight_sparsity:.0%}w/{percent_on:.0%}a {structure}"
-            for batch in BATCHES:
-                for threads in thread_counts:
-                    rows += bench_setting(specs, label, percent_on, reference_input(batch), threads, repeats[batch], INNER[batch], failures)
+    rows, failures = measure(path, args.quick, sorted({1, threads_all}), BATCHES)
+    if not args.no_avx2 and path != "avx2":
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "avx2.json")
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", "--json", out] + (["--quick"] if args.quick else [])
+            done = subprocess.run(cmd, env={**os.environ, **AVX2_ENV}, capture_output=True, text=True)
+            if done.returncode == 0:
+                child = json.load(open(out))
+                rows += child["rows"]
+                failures += child["check_failures"]
+            else:
+                failures.append(f"avx2 subprocess failed: {done.stderr.strip().splitlines()[-1:]}")
     import numba
+    import torch
 
+    cpu = cpu_info()
     load_after = os.getloadavg()[0]
-    print(
-        f"torch {torch.__version__}, numba {numba.__version__} ({numba.threading_layer()} threads), "
-        f"{threads_all} threads max; load average {load_before:.2f} before, {load_after:.2f} after "
-        "(other processes skew timings, multi-threaded ones most)"
-    )
-    print(f"times per call in µs (median ± IQR over samples; a sample = mean of {INNER} back-to-back calls by batch)")
-    print("speedup = dense median / kernel median; ideal = dense MACs / kernel MACs; ofid = speedup / ideal\n")
+    print(f"{cpu['cpu']}, {cpu['cores']} cores ({' '.join(cpu['simd_flags'])}); torch {torch.__version__}, "
+          f"numba {numba.__version__} ({numba.threading_layer()} threads); load average {load_before:.2f} before, "
+          f"{load_after:.2f} after (other processes skew timings)")
+    print("end to end incl. kWTA; speedup = dense torch median / sparse-sparse median; ideal = dense MACs / "
+          "sparse-sparse MACs\n")
     print_table(rows)
     print()
-    ok = True
-    for (ws, structure, batch), target in TARGETS.items():
-        for threads in thread_counts:
-            (row,) = [
-                r
-                for r in rows
-                if r.setting.startswith(f"{ws:.0%}w")
-                and r.setting.endswith(structure)
-                and (r.batch, r.threads) == (batch, threads)
-                and r.stage.startswith("end-to-end")
-            ]
-            ss = row.times["sparse-sparse"]
-            speed = row.times["dense"].median_s / ss.median_s if ss else 0.0
-            verdict = "met" if speed >= target else "MISSED"
-            ok &= speed >= target
-            print(f"target {row.setting} batch {batch} threads {threads}: {speed:.1f}x >= {target:.0f}x {verdict}")
+    for line in goal_lines(rows):
+        print(line)
     for failure in failures:
         print(f"CHECK FAILED (no timing reported): {failure}")
     if args.json:
-        payload = [
-            {
-                "setting": r.setting,
-                "batch": r.batch,
-                "threads": r.threads,
-                "stage": r.stage,
-                "ideal_sparse_dense": r.ideal_sd,
-                "ideal_sparse_sparse": r.ideal_ss,
-                "times": {k: (v.as_dict() if v else None) for k, v in r.times.items()},
-            }
-            for r in rows
-        ]
+        payload = {"cpu": cpu, "torch": torch.__version__, "numba": numba.__version__,
+                   "load_average": [load_before, load_after], "rows": rows, "check_failures": failures}
         with open(args.json, "w") as f:
-            json.dump({"rows": payload, "check_failures": failures}, f, indent=1)
+            json.dump(payload, f, indent=1)
     return 0 if not failures else 1
 
 

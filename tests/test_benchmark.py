@@ -46,16 +46,24 @@ def test_a_kernel_that_disagrees_gets_no_speedup(tmp_path, pipeline_dir, tiny_pa
     assert "disagreed with dense" in (project / "reports" / "benchmark.md").read_text()
 
 
-def test_a_cnn_is_skipped_with_the_reason(tmp_path, pipeline_dir, tiny_params_path):
+def test_a_cnn_pipeline_model_is_measured(tmp_path, pipeline_dir, tiny_params_path):
     from sparsecli.stages import train
 
     project = tmp_path / "p"
     shutil.copytree(pipeline_dir, project)
     (project / "models" / "pruned.pt").unlink()
-    params = load_params(tiny_params_path, ["model.arch=cnn", "model.conv=[{channels: 4, pool: 2}]", "train.epochs=1"])
+    params = load_params(tiny_params_path, ["model.arch=cnn", "train.epochs=1",
+                                            "model.conv=[{channels: 16, pool: 2, weights: {sparsity: 0.5}, "
+                                            "kwta: {percent_on: 0.1}}]"])
     train.run(params, project)
     metrics = benchmark.run(params, project)
-    assert "the sparse CPU kernels run MLPs only" in metrics["networks"]["pipeline model"]["skipped"]
+    entry = metrics["networks"]["pipeline model"]
+    assert "skipped" not in entry and entry["network"] == "cnn"
+    assert metrics["check_failures"] == []
+    assert entry["fidelity"]["argmax_agreement"] > 0.9
+    for row in entry["rows"]:
+        assert row["speedup"]["sparse-sparse"] > 0 and row["ideal"]["sparse-sparse"] > 1
+
 
 
 def test_bad_benchmark_params_exit_2_and_write_nothing(project, monkeypatch):

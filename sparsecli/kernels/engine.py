@@ -323,6 +323,19 @@ class SparseCNNEngine:
         x = np.ascontiguousarray(x.reshape(x.shape[0], -1))
         if x.shape[1] != self.n_in:
             raise ValueError(f"x must be [batch, {self.n_in}] (or [batch, *{self.input_shape}]), got {x.shape}")
+        if x.shape[0] <= self.CHUNK:
+            return self._run(x)
+        # Large batches go through in chunks of rows: a whole batch's conv maps (64 x 12544 floats
+        # for the GSC network's first block) would stream through memory between ops, while a
+        # chunk's stay in cache from one op to the next.
+        out = np.empty((x.shape[0], self.n_out), np.float32)
+        for i in range(0, x.shape[0], self.CHUNK):
+            out[i : i + self.CHUNK] = self._run(x[i : i + self.CHUNK])
+        return out
+
+    CHUNK = 8  # rows per pass through the network
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         h = x
         for layer, densify in zip(self.conv_layers, self._densify):
             h = layer(h, reuse=True)

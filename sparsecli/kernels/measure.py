@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from sparsecli.kernels.check import check_against_dense
-from sparsecli.kernels.engine import DenseEngine, LayerSpec, SparseEngine
+from sparsecli.kernels.conv import ConvSpec
+from sparsecli.kernels.engine import DenseCNNEngine, DenseEngine, LayerSpec, SparseCNNEngine, SparseEngine
 from sparsecli.kernels.kwinners import k_winners, kwta_dense_torch, scatter_dense
 from sparsecli.kernels.timing import interleaved_timings, set_threads
 
@@ -187,3 +188,135 @@ def bench_setting(specs, label, ad, x, threads, repeats, inner, failures) -> lis
     stats = time_contenders(fns, repeats, inner)
     rows.append(Row(label, batch, threads, "end-to-end (incl. kWTA)", sum(macs) / macs_sd, sum(macs) / macs_ss, stats))
     return rows
+
+
+# ---------------------------------------------------------------- whole networks, MLP or CNN
+
+# The paper's GSC sparse CNN (nupic.torch's GSCSparseCNN): 1x32x32 input; conv 64 5x5 (50% of
+# weights non-zero) -> max-pool 2 -> kWTA 1200 of 12544; conv 64 5x5 (20% non-zero) -> max-pool 2
+# -> kWTA 200 of 1600; linear 1600 -> 1000 (40% non-zero), kWTA 100; head 1000 -> 12.
+CNN_INPUT = (1, 32, 32)
+CNN_CONVS = ((64, 5, 0.5, 1200), (64, 5, 0.2, 200))  # (channels, kernel, weight density, k)
+CNN_LINEAR = (1000, 0.4, 100)  # (units, weight density, k)
+CLASSES = 12
+
+
+@dataclass
+class Network:
+    """A network the kernels run: an MLP (``convs`` empty) or a CNN, with its engines and ideal."""
+
+    kind: str  # "mlp" | "cnn"
+    label: str
+    linears: list
+    convs: list
+    input_shape: tuple
+
+    def dense(self):
+        if self.convs:
+            return DenseCNNEngine.from_specs(self.input_shape, self.convs, self.linears)
+        return DenseEngine.from_layers(self.linears)
+
+    def sparse(self, activations: str = "sparse", structure: str = "auto"):
+        if self.convs:
+            return SparseCNNEngine.from_specs(self.input_shape, self.convs, self.linears, structure,
+                                              activations=activations)
+        return SparseEngine.from_layers(self.linears, structure, activations=activations)
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    def macs(self) -> dict:
+        """Multiply-adds per sample: dense, sparse-dense (weights only), sparse-sparse (both).
+
+        A layer fed a dense input (the first, or after a layer without kWTA) counts at its
+        weight density only; one fed kWTA winners at weight density x the fraction of its
+        input units active (for a conv, the fraction of its input map's units).
+        """
+        dense = sd = ss = 0.0
+        shape = self.input_shape
+        active = 1.0
+        for spec in self.convs:
+            m = spec.dense_macs(shape)
+            dense += m
+            sd += m * spec.density
+            ss += m * spec.density * active
+            out = spec.out_shape(shape)
+            active = 1.0 if spec.k is None else min(1.0, spec.k * (out[1] * out[2] if spec.local else 1) / np.prod(out))
+            shape = out
+        for spec in self.linears:
+            m = spec.n_in * spec.n_out
+            dense += m
+            sd += m * spec.density
+            ss += m * spec.density * active
+            active = 1.0 if spec.k is None else spec.k / spec.n_out
+        return {"dense": dense, "sparse-dense": sd, "sparse-sparse": ss}
+
+    def ideal(self) -> dict:
+        m = self.macs()
+        return {mode: m["dense"] / m[mode] for mode in ("sparse-dense", "sparse-sparse")}
+
+
+def reference_mlp(weight_sparsity: float, percent_on: float, structure: str) -> Network:
+    label = f"mlp {weight_sparsity:.0%}w/{percent_on:.0%}a {structure}"
+    return Network("mlp", label, gsc_network(weight_sparsity, percent_on, structure), [], (SIZES[0],))
+
+
+def reference_cnn(structure: str) -> Network:
+    """The GSC sparse CNN with random weights (masks exact per output channel, or per 16
+    output channels for blocks16), seed 0."""
+    rng = np.random.default_rng(0)
+    convs, c_in = [], CNN_INPUT[0]
+    for channels, kernel, density, k in CNN_CONVS:
+        fan_in = c_in * kernel * kernel
+        # mask over [out, kh*kw*in] (the kernels' column order), then back to [out, in, kh, kw]
+        m = mask(rng, channels, fan_in, density, structure).reshape(channels, kernel, kernel, c_in).transpose(0, 3, 1, 2)
+        w = (rng.standard_normal((channels, c_in, kernel, kernel)) * m / np.sqrt(density * fan_in)).astype(np.float32)
+        b = (0.01 * rng.standard_normal(channels)).astype(np.float32)
+        convs.append(ConvSpec(w, b, pool=2, k=k, pool_first=True))
+        c_in = channels
+    shape = CNN_INPUT
+    for spec in convs:
+        shape = spec.out_shape(shape)
+    n_flat = int(np.prod(shape))
+    units, density, k = CNN_LINEAR
+    m = mask(rng, units, n_flat, density, structure)
+    w = (rng.standard_normal((units, n_flat)) * m / np.sqrt(density * n_flat)).astype(np.float32)
+    linears = [LayerSpec(w, (0.01 * rng.standard_normal(units)).astype(np.float32), k),
+               LayerSpec((rng.standard_normal((CLASSES, units)) / np.sqrt(units)).astype(np.float32),
+                         (0.01 * rng.standard_normal(CLASSES)).astype(np.float32), None)]
+    label = "cnn gsc " + structure
+    return Network("cnn", label, linears, convs, CNN_INPUT)
+
+
+def network_input(net: Network, batch: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, net.n_in)).astype(np.float32)
+
+
+def argmax_agreement(out, reference) -> float:
+    out, reference = np.asarray(out), np.asarray(reference)
+    return float((out.argmax(1) == reference.argmax(1)).mean())
+
+
+def bench_network(net: Network, x: np.ndarray, threads: int, repeats: int, inner: int, failures: list,
+                  agreement_x: np.ndarray | None = None) -> dict:
+    """End to end (kWTA included): dense torch, sparse-dense and sparse-sparse, checked first.
+
+    Returns times per contender (``TimingStats`` or None), speedups, the ideal speedups and
+    ``argmax_agreement`` of sparse-sparse against dense on ``agreement_x`` (default ``x``).
+    """
+    set_threads(threads)
+    tag = f"{net.label} b{len(x)} t{threads}"
+    dense = net.dense()
+    engines = {"sparse-dense": net.sparse("dense"), "sparse-sparse": net.sparse("sparse")}
+    reference = dense(x)
+    fns = {"dense": lambda: dense(x)}
+    for mode, engine in engines.items():
+        fns[mode] = checked(lambda e=engine: e(x), reference, f"{tag} end-to-end {mode}", failures)
+    stats = time_contenders(fns, repeats, inner)
+    ax = x if agreement_x is None else agreement_x
+    agreement = argmax_agreement(engines["sparse-sparse"](ax), dense(ax))
+    ideal = net.ideal()
+    speedup = {m: (stats["dense"].median_s / stats[m].median_s if stats.get(m) else None) for m in engines}
+    return {"times": stats, "speedup": speedup, "ideal": ideal, "argmax_agreement": agreement,
+            "fraction_of_ideal": {m: (speedup[m] / ideal[m] if speedup[m] else None) for m in engines}}

@@ -1,9 +1,10 @@
 """The ``benchmark`` stage: sparse CPU inference measured against dense torch in one run.
 
-Measures the pipeline's model (``models/pruned.pt``, else ``models/train.pt``; MLPs only)
-and the reference GSC-sized network (1600-1500-1500-12, weights 90%/95% sparse,
-unstructured and 16x1 blocks, 10%/5% active units; masks from a fixed seed) with every
-kernel, at batch 1 and ``benchmark.batch_size``, at each of ``benchmark.threads``. A
+Measures the pipeline's model (``models/pruned.pt``, else ``models/train.pt``; MLP or CNN),
+the reference GSC-sized MLP (1600-1500-1500-12, weights 90%/95% sparse, unstructured and
+16x1 blocks, 10%/5% active units; masks from a fixed seed) and the paper's GSC sparse CNN
+(``kernels.measure.reference_cnn``) with every kernel, at batch 1 and
+``benchmark.batch_size``, at each of ``benchmark.threads``; MLPs also layer by layer. A
 kernel's timing counts only after its output matched dense (``sparsecli.kernels.measure``).
 onnxruntime on the exported dense model (``exports/model.onnx``) is the "what you would
 otherwise deploy" baseline. The hardware-map predictions, when present, sit beside the
@@ -48,7 +49,17 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
 
 def _run(params: Params, workdir: Path, progress: Progress) -> dict:
     from sparsecli.kernels import max_threads
-    from sparsecli.kernels.measure import INNER, SETTINGS, STRUCTURES, bench_setting, gsc_network, reference_input
+    from sparsecli.kernels.measure import (
+        INNER,
+        SETTINGS,
+        STRUCTURES,
+        bench_network,
+        bench_setting,
+        network_input,
+        reference_cnn,
+        reference_input,
+        reference_mlp,
+    )
 
     bp = params.benchmark
     paths = outputs(workdir)
@@ -66,25 +77,30 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
     # The pipeline's own model, on real test inputs.
     model_entry = {"model": str(model_path.relative_to(workdir))}
     try:
-        specs = _model_specs(model)
+        net = _model_network(model)
     except ParamsError as e:
         model_entry["skipped"] = str(e)
-        specs = None
-    if specs is not None:
-        from sparsecli.kernels import SparseEngine
+        net = None
+    if net is not None:
         from sparsecli.kernels.from_model import fidelity
 
-        model_entry["fidelity"] = fidelity(model, SparseEngine.from_layers(specs), splits["test"].x)
+        model_entry["network"] = net.kind
+        model_entry["fidelity"] = fidelity(model, net.sparse(), splits["test"].x)
         rows = []
+        test_x = splits["test"].x.numpy().reshape(len(splits["test"].x), -1)
         for batch in batches:
-            x = _test_batch(splits["test"].x.numpy(), batch)
+            x = _test_batch(test_x, batch)
             for t in threads:
                 progress.message(f"benchmark: pipeline model, batch {batch}, {t} thread(s)")
-                rows += bench_setting(specs, "pipeline model", 1.0, x, t, bp.repeats, inner[batch], failures)
-        model_entry["rows"] = [_row_dict(r) for r in rows]
-        model_entry |= _ideal(specs)
+                if net.kind == "mlp":
+                    rows += [_row_dict(r) for r in bench_setting(net.linears, "pipeline model", 1.0, x, t, bp.repeats,
+                                                                 inner[batch], failures)]
+                else:
+                    rows.append(_network_row(bench_network(net, x, t, bp.repeats, inner[batch], failures), batch, t))
+        model_entry["rows"] = rows
+        model_entry |= _ideal(net)
         if bp.onnxruntime and (workdir / "exports" / "model.onnx").is_file():
-            model_entry["onnxruntime"] = _onnxruntime(workdir / "exports" / "model.onnx", specs, splits["test"].x.numpy(),
+            model_entry["onnxruntime"] = _onnxruntime(workdir / "exports" / "model.onnx", net, test_x,
                                                      batches, threads, bp.repeats, inner)
     networks["pipeline model"] = model_entry
 
@@ -92,15 +108,26 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
         for weight_sparsity, percent_on in SETTINGS:
             for structure in STRUCTURES:
                 label = f"reference {weight_sparsity:.0%}w/{percent_on:.0%}a {structure}"
-                ref = gsc_network(weight_sparsity, percent_on, structure)
+                ref = reference_mlp(weight_sparsity, percent_on, structure)
                 rows = []
                 for batch in batches:
                     for t in threads:
                         progress.message(f"benchmark: {label}, batch {batch}, {t} thread(s)")
-                        rows += bench_setting(ref, label, percent_on, reference_input(batch), t, bp.repeats,
-                                              inner[batch], failures)
-                networks[label] = {"weight_sparsity": weight_sparsity, "activation_density": percent_on,
-                                   "structure": structure, "rows": [_row_dict(r) for r in rows], **_ideal(ref)}
+                        rows += [_row_dict(r) for r in bench_setting(ref.linears, label, percent_on, reference_input(batch),
+                                                                     t, bp.repeats, inner[batch], failures)]
+                networks[label] = {"network": "mlp", "weight_sparsity": weight_sparsity,
+                                   "activation_density": percent_on, "structure": structure, "rows": rows,
+                                   **_ideal(ref)}
+        for structure in STRUCTURES:
+            ref = reference_cnn(structure)
+            label = f"reference {ref.label}"
+            rows = []
+            for batch in batches:
+                for t in threads:
+                    progress.message(f"benchmark: {label}, batch {batch}, {t} thread(s)")
+                    rows.append(_network_row(bench_network(ref, network_input(ref, batch), t, bp.repeats, inner[batch],
+                                                           failures), batch, t))
+            networks[label] = {"network": "cnn", "structure": structure, "rows": rows, **_ideal(ref)}
 
     predictions = _predictions(workdir / "metrics" / "hardware_map.json")
     measured = _measured_latency(networks.get("pipeline model", {}))
@@ -129,10 +156,10 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
     return metrics
 
 
-def _model_specs(model):
-    from sparsecli.kernels.from_model import layer_specs
+def _model_network(model):
+    from sparsecli.kernels.from_model import model_network
 
-    return layer_specs(model)
+    return model_network(model)
 
 
 def _test_batch(x: np.ndarray, batch: int) -> np.ndarray:
@@ -140,14 +167,19 @@ def _test_batch(x: np.ndarray, batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.tile(x, (reps, 1))[:batch], dtype=np.float32)
 
 
-def _ideal(specs) -> dict:
+def _ideal(net) -> dict:
     """Ideal end-to-end speedups: dense MACs over the MACs each mode must do."""
-    macs = [s.n_in * s.n_out for s in specs]
-    acts = [1.0] + [s.k / s.n_out if s.k else 1.0 for s in specs[:-1]]
-    sd = sum(m * s.density for m, s in zip(macs, specs))
-    ss = sum(m * s.density * a for m, s, a in zip(macs, specs, acts))
-    return {"ideal_speedup": {"sparse-dense": sum(macs) / sd, "sparse-sparse": sum(macs) / ss},
-            "weight_density": sd / sum(macs)}
+    macs = net.macs()
+    return {"ideal_speedup": net.ideal(), "weight_density": macs["sparse-dense"] / macs["dense"]}
+
+
+def _network_row(result: dict, batch: int, threads: int) -> dict:
+    """An end-to-end row (``measure.bench_network``) in the layout of ``_row_dict``."""
+    times = result["times"]
+    return {"batch": batch, "threads": threads, "stage": "end-to-end (incl. kWTA)",
+            "times_s": {k: (v.as_dict() if v else None) for k, v in times.items()},
+            "speedup": result["speedup"], "ideal": result["ideal"], "fraction_of_ideal": result["fraction_of_ideal"],
+            "argmax_agreement": result["argmax_agreement"]}
 
 
 def _row_dict(row) -> dict:
@@ -162,13 +194,13 @@ def _row_dict(row) -> dict:
     return out
 
 
-def _onnxruntime(path: Path, specs, x: np.ndarray, batches, threads, repeats, inner) -> list[dict]:
+def _onnxruntime(path: Path, net, x: np.ndarray, batches, threads, repeats, inner) -> list[dict]:
     """onnxruntime on the dense exported model vs dense torch, interleaved, same threads."""
     import onnxruntime as ort
 
-    from sparsecli.kernels import DenseEngine, interleaved_timings, set_threads
+    from sparsecli.kernels import interleaved_timings, set_threads
 
-    dense = DenseEngine.from_layers(specs)
+    dense = net.dense()
     out = []
     for t in threads:
         set_threads(t)
