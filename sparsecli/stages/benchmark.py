@@ -74,6 +74,15 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
     failures: list[str] = []
     networks: dict[str, dict] = {}
 
+    # The cost model's coefficients, measured in this run at one thread (kernels.calibrate).
+    from sparsecli.kernels.calibrate import calibrate, describe_network
+    from sparsecli.kernels.timing import set_threads
+
+    progress.message("benchmark: calibrating the kernel cost model (microbenchmark)")
+    set_threads(1)
+    calibration = calibrate(batches)
+    predicted: dict[str, object] = {}
+
     # The pipeline's own model, on real test inputs.
     model_entry = {"model": str(model_path.relative_to(workdir))}
     try:
@@ -99,6 +108,7 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
                     rows.append(_network_row(bench_network(net, x, t, bp.repeats, inner[batch], failures), batch, t))
         model_entry["rows"] = rows
         model_entry |= _ideal(net)
+        model_entry["prediction_ratio"] = _prediction_ratio(describe_network(net), calibration, rows, batches)
         if bp.onnxruntime and (workdir / "exports" / "model.onnx").is_file():
             model_entry["onnxruntime"] = _onnxruntime(workdir / "exports" / "model.onnx", net, test_x,
                                                      batches, threads, bp.repeats, inner)
@@ -117,7 +127,9 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
                                                                      t, bp.repeats, inner[batch], failures)]
                 networks[label] = {"network": "mlp", "weight_sparsity": weight_sparsity,
                                    "activation_density": percent_on, "structure": structure, "rows": rows,
-                                   **_ideal(ref)}
+                                   **_ideal(ref),
+                                   "prediction_ratio": _prediction_ratio(describe_network(ref), calibration, rows,
+                                                                         batches)}
         for structure in STRUCTURES:
             ref = reference_cnn(structure)
             label = f"reference {ref.label}"
@@ -127,7 +139,8 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
                     progress.message(f"benchmark: {label}, batch {batch}, {t} thread(s)")
                     rows.append(_network_row(bench_network(ref, network_input(ref, batch), t, bp.repeats, inner[batch],
                                                            failures), batch, t))
-            networks[label] = {"network": "cnn", "structure": structure, "rows": rows, **_ideal(ref)}
+            networks[label] = {"network": "cnn", "structure": structure, "rows": rows, **_ideal(ref),
+                               "prediction_ratio": _prediction_ratio(describe_network(ref), calibration, rows, batches)}
 
     predictions = _predictions(workdir / "metrics" / "hardware_map.json")
     measured = _measured_latency(networks.get("pipeline model", {}))
@@ -145,6 +158,11 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
         "networks": networks,
         "hardware_map": predictions,
         "measured_latency_s": measured,
+        "cost_model": {"model": "sparsecli.targets.cost_kernels (cpu-local, kernel model), calibrated in this run "
+                                "by sparsecli.kernels.calibrate at 1 thread",
+                       "calibration": {b: {k: v for k, v in c.items() if k != "measured_s"}
+                                       for b, c in calibration.items()}},
+        "prediction_ratio": model_entry.get("prediction_ratio"),
     }
     write_all({
         paths["metrics"]: lambda tmp: tmp.write_text(json_text(metrics)),
@@ -171,6 +189,26 @@ def _ideal(net) -> dict:
     """Ideal end-to-end speedups: dense MACs over the MACs each mode must do."""
     macs = net.macs()
     return {"ideal_speedup": net.ideal(), "weight_density": macs["sparse-dense"] / macs["dense"]}
+
+
+def _prediction_ratio(layers: list[dict], calibration: dict, rows: list[dict], batches) -> dict:
+    """Predicted / measured end-to-end latency per mode and batch (1 thread), and both latencies."""
+    from sparsecli.targets.cost_kernels import predict_latency
+
+    out = {}
+    for mode in MODES:
+        out[mode] = {}
+        for batch in batches:
+            row = next((r for r in rows if r["stage"].startswith("end-to-end") and r["batch"] == batch
+                        and r["threads"] == 1), None)
+            measured = ((row or {}).get("times_s") or {}).get(mode)
+            if not measured:
+                out[mode][str(batch)] = None
+                continue
+            prediction = predict_latency(layers, calibration, mode, batch)["latency_s"]
+            out[mode][str(batch)] = {"ratio": prediction / measured["median_s"], "predicted_s": prediction,
+                                     "measured_s": measured["median_s"]}
+    return out
 
 
 def _network_row(result: dict, batch: int, threads: int) -> dict:
@@ -326,6 +364,16 @@ def _markdown(metrics: dict) -> str:
         if ratio:
             lines += ["", "cpu-local predicted / measured latency: " +
                       ", ".join(f"{mode} {value:.2f}" for mode, value in ratio.items())]
+        lines.append("")
+    ratios = [(label, e["prediction_ratio"]) for label, e in metrics["networks"].items() if e.get("prediction_ratio")]
+    if ratios:
+        lines += ["## Cost model vs measurement (cpu-local kernel model, 1 thread)", "",
+                  "Predicted / measured end-to-end latency (`sparsecli.targets.cost_kernels`, calibrated in this run).",
+                  "", "| network | batch | dense | sparse-dense | sparse-sparse |", "|---|---|---|---|---|"]
+        for label, ratio in ratios:
+            for batch in ratio["dense"]:
+                cells = [f"{ratio[m][batch]['ratio']:.2f}" if ratio[m].get(batch) else "–" for m in MODES]
+                lines.append(f"| {label} | {batch} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
 

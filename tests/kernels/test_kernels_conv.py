@@ -1,0 +1,160 @@
+"""Conv, pool and 2-d kWTA kernels against torch: padding, stride, local/global kWTA, ties, both
+inputs (dense and sparse), the whole CNN engine in both activation modes; the AVX2 path in a
+subprocess; the generated kernels are current."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparsecli.kernels import check_against_dense, k_winners, scatter_dense
+from sparsecli.kernels.conv import ConvSpec, active_input_conv2d, conv2d, hwc_to_chw_columns
+from sparsecli.kernels.engine import DenseCNNEngine, LayerSpec, SparseCNNEngine
+
+
+def conv_weight(rng, c_out, c_in, k, density, blocks=False):
+    w = rng.standard_normal((c_out, c_in, k, k)).astype(np.float32)
+    if blocks:  # 16 output channels kept or dropped together per (input channel, tap)
+        keep = rng.random((-(-c_out // 16), c_in, k, k)) < density
+        w *= np.repeat(keep, 16, axis=0)[:c_out]
+    else:
+        w *= rng.random(w.shape) < density
+    return w
+
+
+def assert_close(out, ref):
+    check = check_against_dense(out, ref)
+    assert check.ok, str(check)
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "k", "pad", "stride", "hw"),
+                         [(1, 16, 5, 0, 1, (12, 12)), (3, 20, 3, 1, 2, (9, 11)), (8, 32, 3, 2, 1, (7, 6))])
+@pytest.mark.parametrize("density", [0.3, 1.0])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_conv_dense_input_equals_torch(c_in, c_out, k, pad, stride, hw, density, batch):
+    rng = np.random.default_rng(c_in + c_out)
+    w = conv_weight(rng, c_out, c_in, k, density, blocks=density < 1)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    x = rng.standard_normal((batch, c_in, *hw)).astype(np.float32)
+    out = conv2d(x, ConvSpec(w, b, padding=pad, stride=stride))
+    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride=stride, padding=pad)
+    assert out.shape == tuple(ref.shape)
+    assert_close(out.reshape(batch, -1), ref.reshape(batch, -1))
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "k", "pad", "stride"), [(4, 16, 3, 1, 1), (6, 24, 5, 2, 2), (16, 32, 3, 0, 1)])
+@pytest.mark.parametrize("active", [0.05, 0.3])
+def test_conv_sparse_input_equals_torch(c_in, c_out, k, pad, stride, active):
+    rng = np.random.default_rng(k + c_out)
+    w = conv_weight(rng, c_out, c_in, k, 0.4)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    h, wd = 10, 9
+    x = rng.standard_normal((2, h * wd * c_in)).astype(np.float32)  # flat HWC
+    n_active = max(1, int(active * x.shape[1]))
+    idx, val = k_winners(x, n_active)
+    out = active_input_conv2d(idx, val, ConvSpec(w, b, padding=pad, stride=stride), (c_in, h, wd))
+    dense_hwc = scatter_dense(idx, val, x.shape[1]).reshape(2, h, wd, c_in)
+    ref = F.conv2d(torch.from_numpy(dense_hwc).permute(0, 3, 1, 2), torch.from_numpy(w), torch.from_numpy(b),
+                   stride=stride, padding=pad).permute(0, 2, 3, 1).reshape(2, -1)
+    assert_close(out, ref)
+
+
+def test_hwc_permutation_matches_torch_flatten():
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # C, H, W
+    hwc = x.transpose(1, 2, 0).reshape(-1)
+    np.testing.assert_array_equal(x.reshape(-1)[hwc_to_chw_columns(2, 3, 4)], hwc)
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_kwta_ties_keep_exactly_k(local):
+    """A map of equal values: kWTA keeps exactly k (per position if local), as topk would count."""
+    w = np.ones((16, 1, 1, 1), np.float32)
+    spec = ConvSpec(w, pool=1, k=3 if local else 40, local=local)
+    x = np.ones((2, 1, 6, 6), np.float32)
+    out = conv2d(x, spec)
+    kept = (out != 0).reshape(2, 16, 36)
+    if local:
+        assert (kept.sum(axis=1) == 3).all()
+    else:
+        assert (kept.reshape(2, -1).sum(axis=1) == 40).all()
+
+
+def small_cnn(rng, pool_first, local, blocks):
+    c1 = ConvSpec(conv_weight(rng, 16, 2, 3, 0.6, blocks), (0.1 * rng.standard_normal(16)).astype(np.float32),
+                  padding=1, pool=2, k=2 if local else 60, local=local, pool_first=pool_first)
+    s1 = c1.out_shape((2, 12, 12))
+    c2 = ConvSpec(conv_weight(rng, 32, 16, 3, 0.3, blocks), None, padding=1, stride=1, pool=2,
+                  k=3 if local else 20, local=local, pool_first=pool_first)
+    n = int(np.prod(c2.out_shape(s1)))
+    lin = [LayerSpec((rng.standard_normal((40, n)) * (rng.random((40, n)) < 0.4)).astype(np.float32), None, 8),
+           LayerSpec(rng.standard_normal((5, 40)).astype(np.float32))]
+    return [c1, c2], lin
+
+
+@pytest.mark.parametrize(("pool_first", "local", "blocks"), [(True, False, True), (False, False, False),
+                                                              (False, True, True), (True, True, False)])
+@pytest.mark.parametrize("batch", [1, 11])  # 11: more rows than the engine's chunk
+def test_cnn_engine_equals_torch(pool_first, local, blocks, batch):
+    rng = np.random.default_rng(3)
+    convs, lin = small_cnn(rng, pool_first, local, blocks)
+    x = rng.standard_normal((batch, 2 * 12 * 12)).astype(np.float32)
+    ref = DenseCNNEngine.from_specs((2, 12, 12), convs, lin)(x)
+    for activations in ("sparse", "dense"):
+        engine = SparseCNNEngine.from_specs((2, 12, 12), convs, lin, activations=activations)
+        assert_close(engine(x), ref)
+    kernels = [row["kernel"] for row in SparseCNNEngine.from_specs((2, 12, 12), convs, lin).describe()]
+    assert kernels[:2] == ["sparse-dense", "sparse-sparse"]  # the conv fed winners scatters
+
+
+def test_conv_spec_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="4-D"):
+        ConvSpec(np.ones((3, 3), np.float32))
+    with pytest.raises(ValueError, match="stride"):
+        ConvSpec(np.ones((1, 1, 3, 3), np.float32), stride=0)
+    with pytest.raises(ValueError, match="does not fit"):
+        ConvSpec(np.ones((1, 1, 5, 5), np.float32)).conv_shape(3, 3)
+
+
+def test_generated_kernels_are_current():
+    from sparsecli.kernels import codegen
+
+    assert codegen.TARGET.read_text() == codegen.source(), "run: python -m sparsecli.kernels.codegen"
+
+
+AVX2_CHILD = """
+import json, sys
+import numpy as np
+from sparsecli.kernels.cpu import simd_path
+from sparsecli.kernels.measure import gsc_network
+from sparsecli.kernels.engine import SparseEngine, DenseEngine
+from sparsecli.kernels import check_against_dense
+from sparsecli.kernels import sparse_dense
+rng = np.random.default_rng(0)
+ok = []
+for structure in ("blocks16", "unstructured"):
+    specs = gsc_network(0.9, 0.1, structure)
+    small = [type(s)(s.weight[:64, :96] if i == 0 else s.weight[:64, :64] if i == 1 else s.weight[:, :64],
+                     s.bias[:64] if i < 2 else s.bias, 8 if i < 2 else None) for i, s in enumerate(specs)]
+    for batch in (1, 20):
+        x = rng.standard_normal((batch, 96)).astype(np.float32)
+        ok.append(check_against_dense(SparseEngine.from_layers(small)(x), DenseEngine(small)(x)).ok)
+print(json.dumps({"path": simd_path(), "tile": sparse_dense.BLOCKS_TILE, "ok": ok}))
+"""
+
+
+def test_avx2_path_in_a_subprocess():
+    from sparsecli.kernels.cpu import AVX2_ENV
+
+    done = subprocess.run([sys.executable, "-c", AVX2_CHILD], env={**os.environ, **AVX2_ENV},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["path"] == "avx2" and result["tile"] == 4
+    assert all(result["ok"])
