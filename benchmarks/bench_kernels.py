@@ -16,7 +16,8 @@ One JSON row per (network, structure, weight sparsity, active fraction, batch, t
 precision, path): ``speedup`` = dense torch median / sparse-sparse median, end to end with
 kWTA, same process, same threads; ``ideal`` = dense multiply-adds / the multiply-adds
 sparse-sparse must do (the first layer's dense input included); ``fraction_of_ideal``;
-``argmax_agreement`` of sparse-sparse against dense torch on 256 random inputs; ``path``:
+``argmax_agreement`` of sparse-sparse against dense fp32 torch on 256 random inputs;
+``precision``: fp32, or bf16 weights in the sparse kernels (one thread; sums stay fp32); ``path``:
 ``avx512`` (numba compiled for this CPU) or ``avx2`` (the same kernels compiled for Haswell,
 in a subprocess). Method: warm-up, then interleaved samples (rotating order), each the mean
 of a short burst of calls (10 at batch 1, 2 at batch 64), median and IQR. Every kernel's
@@ -61,21 +62,22 @@ def networks():
         yield net, structure, 1 - m["sparse-dense"] / m["dense"], None
 
 
-def measure(path: str, quick: bool, threads_list, batches) -> tuple[list[dict], list[str]]:
+def measure(path: str, quick: bool, threads_list, batches, precisions=("fp32", "bf16")) -> tuple[list[dict], list[str]]:
     repeats = {1: 20, 64: 5} if quick else {1: 60, 64: 12}
     rows, failures = [], []
     for net, structure, weight_sparsity, percent_on in networks():
         agreement_x = network_input(net, 256, seed=2)
         for batch in batches:
             x = network_input(net, batch)
-            for threads in threads_list:
-                r = bench_network(net, x, threads, repeats[batch], INNER[batch], failures, agreement_x)
+            runs = [(threads, "fp32") for threads in threads_list] + [(1, p) for p in precisions if p != "fp32"]
+            for threads, precision in runs:
+                r = bench_network(net, x, threads, repeats[batch], INNER[batch], failures, agreement_x, precision)
                 t = r["times"]
                 rows.append({
                     "network": net.kind, "label": net.label, "structure": structure,
                     "weight_sparsity": round(weight_sparsity, 4),
                     "active_fraction": percent_on,
-                    "batch": batch, "threads": threads, "precision": "fp32", "path": path,
+                    "batch": batch, "threads": threads, "precision": precision, "path": path,
                     "speedup": r["speedup"]["sparse-sparse"], "ideal": r["ideal"]["sparse-sparse"],
                     "fraction_of_ideal": r["fraction_of_ideal"]["sparse-sparse"],
                     "argmax_agreement": r["argmax_agreement"],
@@ -87,7 +89,7 @@ def measure(path: str, quick: bool, threads_list, batches) -> tuple[list[dict], 
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'network':<30} {'path':<6} {'b':>3} {'t':>2} {'dense µs':>9} {'s-d µs':>8} {'s-s µs':>8} "
+    head = (f"{'network':<30} {'path':<6} {'prec':<4} {'b':>3} {'t':>2} {'dense µs':>9} {'s-d µs':>8} {'s-s µs':>8} "
             f"{'speedup':>8} {'ideal':>6} {'of ideal':>8} {'argmax':>7}")
     print(head)
     print("-" * len(head))
@@ -99,7 +101,7 @@ def print_table(rows: list[dict]) -> None:
 
         speed = f"{r['speedup']:.1f}x" if r["speedup"] else "—"
         frac = f"{r['fraction_of_ideal']:.2f}" if r["fraction_of_ideal"] else "—"
-        print(f"{r['label']:<30} {r['path']:<6} {r['batch']:>3} {r['threads']:>2} {us('dense'):>9} "
+        print(f"{r['label']:<30} {r['path']:<6} {r['precision']:<4} {r['batch']:>3} {r['threads']:>2} {us('dense'):>9} "
               f"{us('sparse-dense'):>8} {us('sparse-sparse'):>8} {speed:>8} {r['ideal']:>6.1f} {frac:>8} "
               f"{r['argmax_agreement']:>7.3f}")
 
@@ -108,7 +110,7 @@ def goal_lines(rows: list[dict]) -> list[str]:
     lines = []
     for r in rows:
         goal = GOALS.get((r["network"], r["structure"], r["batch"]))
-        if goal is None or r["threads"] != 1:
+        if goal is None or r["threads"] != 1 or r["precision"] != "fp32":
             continue
         frac = r["fraction_of_ideal"] or 0.0
         verdict = "met" if frac >= goal and r["argmax_agreement"] >= 0.99 else "MISSED"
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
     path = simd_path()
     load_before = os.getloadavg()[0]
     if args.child:  # AVX2 rows: batch 1 and 64 at one thread
-        rows, failures = measure(path, args.quick, [1], BATCHES)
+        rows, failures = measure(path, args.quick, [1], BATCHES, ("fp32",))
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "check_failures": failures}, f)
         return 0

@@ -4,11 +4,14 @@ Sparse-dense 16x1-block kernels with a 16 x T tile of sums in registers (one AVX
 register per row of the tile), each kept block loaded once per tile:
 ``blocks_row_tile16`` over a transposed input ``xt [in, batch]`` (block row ``r`` = outputs
 ``16r .. 16r+15``, 16 batch rows at a time); ``conv_rows_tile8`` over a padded HWC input map
-(16 output channels at 8 output positions at a time).
+(16 output channels at 8 output positions at a time). Weights are float32 or bf16 bits
+(``precision.as_f32``).
 """
 
 import numpy as np
 from numba import njit
+
+from sparsecli.kernels.precision import as_f32
 
 _FASTMATH = {"contract"}
 
@@ -295,22 +298,22 @@ def blocks_row_tile16(xt, row_ptr, col, values, bias, out, r):
         for p in range(p0, p1):
             w = values[p]
             xr = xt[col[p]]
-            w0 = w[0]
-            w1 = w[1]
-            w2 = w[2]
-            w3 = w[3]
-            w4 = w[4]
-            w5 = w[5]
-            w6 = w[6]
-            w7 = w[7]
-            w8 = w[8]
-            w9 = w[9]
-            w10 = w[10]
-            w11 = w[11]
-            w12 = w[12]
-            w13 = w[13]
-            w14 = w[14]
-            w15 = w[15]
+            w0 = as_f32(w[0])
+            w1 = as_f32(w[1])
+            w2 = as_f32(w[2])
+            w3 = as_f32(w[3])
+            w4 = as_f32(w[4])
+            w5 = as_f32(w[5])
+            w6 = as_f32(w[6])
+            w7 = as_f32(w[7])
+            w8 = as_f32(w[8])
+            w9 = as_f32(w[9])
+            w10 = as_f32(w[10])
+            w11 = as_f32(w[11])
+            w12 = as_f32(w[12])
+            w13 = as_f32(w[13])
+            w14 = as_f32(w[14])
+            w15 = as_f32(w[15])
             s = xr[bt + np.uint64(0)]
             a0_0 += w0 * s
             a0_1 += w1 * s
@@ -1019,22 +1022,22 @@ def conv_rows_tile8(xp, pos_base, row_ptr, col_off, values, bias, out, cb):
         for p in range(p0, p1):
             w = values[p]
             off = np.uint64(col_off[p])
-            w0 = w[0]
-            w1 = w[1]
-            w2 = w[2]
-            w3 = w[3]
-            w4 = w[4]
-            w5 = w[5]
-            w6 = w[6]
-            w7 = w[7]
-            w8 = w[8]
-            w9 = w[9]
-            w10 = w[10]
-            w11 = w[11]
-            w12 = w[12]
-            w13 = w[13]
-            w14 = w[14]
-            w15 = w[15]
+            w0 = as_f32(w[0])
+            w1 = as_f32(w[1])
+            w2 = as_f32(w[2])
+            w3 = as_f32(w[3])
+            w4 = as_f32(w[4])
+            w5 = as_f32(w[5])
+            w6 = as_f32(w[6])
+            w7 = as_f32(w[7])
+            w8 = as_f32(w[8])
+            w9 = as_f32(w[9])
+            w10 = as_f32(w[10])
+            w11 = as_f32(w[11])
+            w12 = as_f32(w[12])
+            w13 = as_f32(w[13])
+            w14 = as_f32(w[14])
+            w15 = as_f32(w[15])
             s = xp[b0 + off]
             a0_0 += w0 * s
             a0_1 += w1 * s

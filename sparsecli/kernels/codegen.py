@@ -23,11 +23,14 @@ Sparse-dense 16x1-block kernels with a 16 x T tile of sums in registers (one AVX
 register per row of the tile), each kept block loaded once per tile:
 ``blocks_row_tile16`` over a transposed input ``xt [in, batch]`` (block row ``r`` = outputs
 ``16r .. 16r+15``, 16 batch rows at a time); ``conv_rows_tile8`` over a padded HWC input map
-(16 output channels at 8 output positions at a time).
+(16 output channels at 8 output positions at a time). Weights are float32 or bf16 bits
+(``precision.as_f32``).
 """
 
 import numpy as np
 from numba import njit
+
+from sparsecli.kernels.precision import as_f32
 
 _FASTMATH = {"contract"}
 '''
@@ -49,7 +52,7 @@ def blocks_tile(rows: int) -> str:
     lines.append(f"    for bt in range({u}(0), {u}(xt.shape[1]), {u}({rows})):")
     lines += [f"        a{i}_{lane} = q{lane}" for i in range(rows) for lane in range(16)]
     lines += ["        for p in range(p0, p1):", "            w = values[p]", "            xr = xt[col[p]]"]
-    lines += [f"            w{lane} = w[{lane}]" for lane in range(16)]
+    lines += [f"            w{lane} = as_f32(w[{lane}])" for lane in range(16)]
     for i in range(rows):
         lines.append(f"            s = xr[bt + {u}({i})]")
         lines += [f"            a{i}_{lane} += w{lane} * s" for lane in range(16)]
@@ -84,7 +87,7 @@ def conv_tile(rows: int) -> str:
     lines += [f"        b{i} = {u}(pos_base[pt + {u}({i})])" for i in range(rows)]
     lines += [f"        a{i}_{lane} = q{lane}" for i in range(rows) for lane in range(16)]
     lines += ["        for p in range(p0, p1):", "            w = values[p]", f"            off = {u}(col_off[p])"]
-    lines += [f"            w{lane} = w[{lane}]" for lane in range(16)]
+    lines += [f"            w{lane} = as_f32(w[{lane}])" for lane in range(16)]
     for i in range(rows):
         lines.append(f"            s = xp[b{i} + off]")
         lines += [f"            a{i}_{lane} += w{lane} * s" for lane in range(16)]

@@ -404,14 +404,14 @@ def _winners_pool_collect(idx, val, h, w, c, p, dense, pooled, idx_out, val_out)
 # ---------------------------------------------------------------- packing
 
 
-def _dense_input_pack(spec: ConvSpec, shape, structure: str):
+def _dense_input_pack(spec: ConvSpec, shape, structure: str, precision: str = "fp32"):
     c_in, h, w = shape
     kh, kw = spec.weight.shape[2:]
     pad = spec.padding
     wp = w + 2 * pad
     # [C_out, kh, kw, C_in] flattened: column j = (dy * kw + dx) * C_in + ci
     w2 = np.ascontiguousarray(spec.weight.transpose(0, 2, 3, 1).reshape(spec.c_out, -1))
-    packed = pack_rows(w2, "blocks16")
+    packed = pack_rows(w2, "blocks16", precision)
     j = packed.col.astype(np.int64)
     dy, rest = np.divmod(j, kw * c_in)
     dx, ci = np.divmod(rest, c_in)
@@ -435,7 +435,7 @@ class ConvLayer:
     """
 
     def __init__(self, spec: ConvSpec, shape: tuple[int, int, int], sparse_input: bool, chw_input: bool = False,
-                 structure: str = "auto", parallel: bool | None = None):
+                 structure: str = "auto", parallel: bool | None = None, precision: str = "fp32"):
         if shape[0] != spec.c_in:
             raise ValueError(f"conv takes {spec.c_in} input channels, got a map with {shape[0]}")
         self.spec, self.shape, self.sparse_input, self.chw_input = spec, tuple(shape), sparse_input, chw_input
@@ -453,7 +453,7 @@ class ConvLayer:
             self._unit_yxc = np.ascontiguousarray(np.stack([y, x, ch], axis=-1).reshape(-1, 3).astype(np.int32))
         else:
             self.packed, self._col_off, self._pos_base, self._bias_pad, _, self._n_pos_pad = _dense_input_pack(
-                spec, shape, structure)
+                spec, shape, structure, precision)
         ho, wo = self.conv_hw
         if spec.k is not None:
             units = spec.act_units(shape)
@@ -549,9 +549,12 @@ def _kwta(x, n_pos: int, c: int, k: int, local: bool):
 
 
 def prepare(spec: ConvSpec, shape: tuple[int, int, int], sparse_input: bool = False, chw_input: bool = False,
-            structure: str = "auto", parallel: bool | None = None) -> ConvLayer:
-    """Pack a conv block for an input map of ``shape`` ``(C, H, W)``: dense or sparse input."""
-    return ConvLayer(spec, shape, sparse_input, chw_input, structure, parallel)
+            structure: str = "auto", parallel: bool | None = None, precision: str = "fp32") -> ConvLayer:
+    """Pack a conv block for an input map of ``shape`` ``(C, H, W)``: dense or sparse input.
+
+    ``precision="bf16"`` applies to the dense-input kernel's blocks (the sparse-input kernel's
+    per-tap channel vectors stay float32)."""
+    return ConvLayer(spec, shape, sparse_input, chw_input, structure, parallel, precision)
 
 
 def hwc_to_chw_columns(c: int, h: int, w: int) -> np.ndarray:

@@ -123,6 +123,7 @@ class SparseEngine:
         parallel: bool | None = None,
         activations: str = "sparse",
         input_k: int | None = None,
+        precision: str = "fp32",
     ) -> SparseEngine:
         """Pack ``layers`` once.
 
@@ -135,6 +136,7 @@ class SparseEngine:
                 (sparse-dense; the point of comparison that isolates activation sparsity).
             input_k: the input is itself sparse, ``input_k`` active units per row, passed to
                 ``forward_active`` as indices and values (e.g. to time one hidden layer alone).
+            precision: ``fp32`` or ``bf16`` weights in the sparse layouts (``precision.py``).
         """
         if structure not in STRUCTURES:
             raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
@@ -147,9 +149,9 @@ class SparseEngine:
         active = input_k  # winners per row feeding the current layer; None: a dense input
         for spec in layers:
             if active is None:
-                layer = sparse_dense.prepare(spec.weight, spec.bias, spec.k, structure, parallel)
+                layer = sparse_dense.prepare(spec.weight, spec.bias, spec.k, structure, parallel, precision)
             else:
-                layer = sparse_sparse.prepare(spec.weight, spec.bias, spec.k, structure, parallel, active)
+                layer = sparse_sparse.prepare(spec.weight, spec.bias, spec.k, structure, parallel, active, precision)
             densify = activations == "dense" and spec.k is not None and spec is not layers[-1]
             prepared.append((layer, _Densify(spec.n_out) if densify else None))
             active = spec.k if activations == "sparse" else None
@@ -280,7 +282,8 @@ class SparseCNNEngine:
 
     @classmethod
     def from_specs(cls, input_shape, convs, linears: Sequence[LayerSpec], structure: str = "auto",
-                   parallel: bool | None = None, activations: str = "sparse") -> SparseCNNEngine:
+                   parallel: bool | None = None, activations: str = "sparse",
+                   precision: str = "fp32") -> SparseCNNEngine:
         from sparsecli.kernels import conv as conv_mod
 
         if activations not in ACTIVATIONS:
@@ -292,7 +295,7 @@ class SparseCNNEngine:
         sparse = False
         for i, spec in enumerate(convs):
             layer = conv_mod.prepare(spec, shape, sparse_input=sparse, chw_input=i == 0, structure=structure,
-                                     parallel=parallel)
+                                     parallel=parallel, precision=precision)
             shape = layer.out_shape
             sparse = spec.k is not None
             n = int(np.prod(shape))
@@ -315,7 +318,8 @@ class SparseCNNEngine:
             positions = (shape[1] * shape[2]) if spec.pool_first or spec.pool == 1 else \
                 layers[-1].conv_hw[0] * layers[-1].conv_hw[1]
             width = min(n_flat, layers[-1].k * (positions if spec.local else 1))
-        tail = SparseEngine.from_layers(tail_layers, structure, parallel, activations, input_k=width)
+        tail = SparseEngine.from_layers(tail_layers, structure, parallel, activations, input_k=width,
+                                        precision=precision)
         return cls(input_shape, list(convs), layers, tail, densify, activations)
 
     def forward(self, x: np.ndarray) -> np.ndarray:

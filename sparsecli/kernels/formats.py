@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparsecli.kernels.precision import quantize
+
 BLOCK = 16
 """Output rows per block."""
 
@@ -47,7 +49,7 @@ class ColumnBlocks:
     n_in: int
     col_ptr: np.ndarray  # uint32 [n_in + 1]
     block_row: np.ndarray  # uint16/uint32 [n_blocks], output row of the block = block_row * 16
-    values: np.ndarray  # float32 [n_blocks, 16]
+    values: np.ndarray  # float32 [n_blocks, 16] (uint16 bf16 bits for precision bf16)
 
     @property
     def n_out_padded(self) -> int:
@@ -215,8 +217,12 @@ def _ptr(group: np.ndarray, n_groups: int) -> np.ndarray:
     return ptr.astype(np.uint32)
 
 
-def pack_columns(weight, structure: str = "auto") -> ColumnFormat:
-    """Pack a weight for the sparse-sparse kernels (input-column major)."""
+def pack_columns(weight, structure: str = "auto", precision: str = "fp32") -> ColumnFormat:
+    """Pack a weight for the sparse-sparse kernels (input-column major).
+
+    ``precision="bf16"`` stores the non-zeros of blocks16/unstructured layouts as bf16 bits
+    (``precision.quantize``); a dense layout stays float32.
+    """
     w, structure = _resolve(weight, structure)
     n_out, n_in = w.shape
     if structure == "dense":
@@ -231,14 +237,15 @@ def pack_columns(weight, structure: str = "auto") -> ColumnFormat:
             n_in,
             _ptr(j, n_in),
             r.astype(index_dtype(blocks.shape[0])),
-            np.ascontiguousarray(blocks[r, :, j]),
+            quantize(blocks[r, :, j], precision),
         )
     j, i = np.nonzero(w.T)  # sorted by column, then row
-    return ColumnCSC(n_out, n_in, _ptr(j, n_in), i.astype(index_dtype(n_out)), np.ascontiguousarray(w[i, j]))
+    return ColumnCSC(n_out, n_in, _ptr(j, n_in), i.astype(index_dtype(n_out)), quantize(w[i, j], precision))
 
 
-def pack_rows(weight, structure: str = "auto") -> RowFormat:
-    """Pack a weight for the sparse-dense kernels (output-row major)."""
+def pack_rows(weight, structure: str = "auto", precision: str = "fp32") -> RowFormat:
+    """Pack a weight for the sparse-dense kernels (output-row major); ``precision`` as for
+    ``pack_columns`` (a dense layout stays float32: torch's GEMM computes it)."""
     w, structure = _resolve(weight, structure)
     n_out, n_in = w.shape
     if structure == "dense":
@@ -251,7 +258,7 @@ def pack_rows(weight, structure: str = "auto") -> RowFormat:
             n_in,
             _ptr(r, blocks.shape[0]),
             j.astype(index_dtype(n_in)),
-            np.ascontiguousarray(blocks[r, :, j]),
+            quantize(blocks[r, :, j], precision),
         )
     i, j = np.nonzero(w)  # sorted by row, then column
-    return RowCSR(n_out, n_in, _ptr(i, n_out), j.astype(index_dtype(n_in)), np.ascontiguousarray(w[i, j]))
+    return RowCSR(n_out, n_in, _ptr(i, n_out), j.astype(index_dtype(n_in)), quantize(w[i, j], precision))

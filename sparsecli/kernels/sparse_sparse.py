@@ -24,6 +24,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from sparsecli.kernels.formats import ColumnBlocks, ColumnCSC, DenseColumns, index_dtype, pack_columns
+from sparsecli.kernels.precision import as_f32
 from sparsecli.kernels.kwinners import _scratch_nb, check_k, row_chunks, select_row
 
 _FASTMATH = {"contract"}  # allow FMA; sums keep their order
@@ -49,22 +50,22 @@ def accumulate_blocks(out, idx, val, col_ptr, block_row, values):
         for p in range(col_ptr[j], col_ptr[j + 1]):
             o = np.intp(block_row[p]) * 16
             w = values[p]
-            y0 = out[o + 0] + w[0] * xv
-            y1 = out[o + 1] + w[1] * xv
-            y2 = out[o + 2] + w[2] * xv
-            y3 = out[o + 3] + w[3] * xv
-            y4 = out[o + 4] + w[4] * xv
-            y5 = out[o + 5] + w[5] * xv
-            y6 = out[o + 6] + w[6] * xv
-            y7 = out[o + 7] + w[7] * xv
-            y8 = out[o + 8] + w[8] * xv
-            y9 = out[o + 9] + w[9] * xv
-            y10 = out[o + 10] + w[10] * xv
-            y11 = out[o + 11] + w[11] * xv
-            y12 = out[o + 12] + w[12] * xv
-            y13 = out[o + 13] + w[13] * xv
-            y14 = out[o + 14] + w[14] * xv
-            y15 = out[o + 15] + w[15] * xv
+            y0 = out[o + 0] + as_f32(w[0]) * xv
+            y1 = out[o + 1] + as_f32(w[1]) * xv
+            y2 = out[o + 2] + as_f32(w[2]) * xv
+            y3 = out[o + 3] + as_f32(w[3]) * xv
+            y4 = out[o + 4] + as_f32(w[4]) * xv
+            y5 = out[o + 5] + as_f32(w[5]) * xv
+            y6 = out[o + 6] + as_f32(w[6]) * xv
+            y7 = out[o + 7] + as_f32(w[7]) * xv
+            y8 = out[o + 8] + as_f32(w[8]) * xv
+            y9 = out[o + 9] + as_f32(w[9]) * xv
+            y10 = out[o + 10] + as_f32(w[10]) * xv
+            y11 = out[o + 11] + as_f32(w[11]) * xv
+            y12 = out[o + 12] + as_f32(w[12]) * xv
+            y13 = out[o + 13] + as_f32(w[13]) * xv
+            y14 = out[o + 14] + as_f32(w[14]) * xv
+            y15 = out[o + 15] + as_f32(w[15]) * xv
             out[o + 0] = y0
             out[o + 1] = y1
             out[o + 2] = y2
@@ -92,7 +93,7 @@ def accumulate_csc(out, idx, val, col_ptr, row, values):
             continue
         j = idx[a]
         for p in range(col_ptr[j], col_ptr[j + 1]):
-            out[row[p]] += values[p] * xv
+            out[row[p]] += as_f32(values[p]) * xv
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -300,9 +301,9 @@ class SparseInputLayer:
 
 
 def prepare(weight, bias=None, k: int | None = None, structure: str = "auto", parallel: bool | None = None,
-            active: int | None = None) -> SparseInputLayer:
+            active: int | None = None, precision: str = "fp32") -> SparseInputLayer:
     """Pack a float32 ``[out, in]`` weight for sparse inputs (``pack_columns``), kWTA fused if ``k``."""
-    return SparseInputLayer(pack_columns(weight, structure), bias, k, parallel, active)
+    return SparseInputLayer(pack_columns(weight, structure, precision), bias, k, parallel, active)
 
 
 def sparse_sparse_linear(idx, val, packed, bias=None, parallel: bool | None = None) -> np.ndarray:

@@ -158,3 +158,43 @@ def test_avx2_path_in_a_subprocess():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["path"] == "avx2" and result["tile"] == 4
     assert all(result["ok"])
+
+
+def bf16_rounded(w):
+    from sparsecli.kernels.precision import from_bf16_bits, to_bf16_bits
+
+    return from_bf16_bits(to_bf16_bits(w)).reshape(w.shape)
+
+
+@pytest.mark.parametrize("structure", ["blocks16", "unstructured"])
+@pytest.mark.parametrize("batch", [1, 20])
+def test_bf16_kernels_equal_dense_on_rounded_weights(structure, batch):
+    """bf16 weights: every sparse kernel equals float32 dense on the bf16-rounded weights."""
+    from test_kernels_formats import masked_weight
+
+    from sparsecli.kernels import sparse_dense, sparse_sparse
+
+    rng = np.random.default_rng(5)
+    w = masked_weight(rng, 70, 90, 0.2, blocks=structure == "blocks16")
+    b = rng.standard_normal(70).astype(np.float32)
+    x = rng.standard_normal((batch, 90)).astype(np.float32)
+    ref = x.astype(np.float64) @ bf16_rounded(w).T.astype(np.float64) + b
+    sd = sparse_dense.prepare(w, b, structure=structure, precision="bf16")
+    assert sd.packed.values.dtype == np.uint16
+    assert_close(sd(x), ref)
+    idx, val = k_winners(x, 9)
+    ss = sparse_sparse.prepare(w, b, structure=structure, precision="bf16")
+    ref_ss = scatter_dense(idx, val, 90).astype(np.float64) @ bf16_rounded(w).T.astype(np.float64) + b
+    assert_close(ss(idx, val), ref_ss)
+
+
+def test_bf16_conv_equals_torch_on_rounded_weights():
+    rng = np.random.default_rng(6)
+    w = conv_weight(rng, 32, 3, 3, 0.5)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    from sparsecli.kernels.conv import ConvLayer
+
+    layer = ConvLayer(ConvSpec(w, padding=1), (3, 9, 9), sparse_input=False, chw_input=True, precision="bf16")
+    out = layer(x.reshape(2, -1)).reshape(2, 9, 9, 32).transpose(0, 3, 1, 2)
+    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(bf16_rounded(w)), padding=1)
+    assert_close(out.reshape(2, -1), ref.reshape(2, -1))
