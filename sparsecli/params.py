@@ -349,6 +349,8 @@ class HardwareMapParams(Section):
     precision: dict[str, Precision] = {"fpga": "fixed16", "cpu": "fp32"}
     batch_sizes: list[PositiveInt] = [1, 64]  # must include 1 (the latency reference)
     reuse_factor: Literal["auto"] | PositiveInt | list[PositiveInt] = "auto"  # FPGA: auto, one, or one per layer
+    # FPGA sparse-sparse lanes are sized for this quantile of per-sample active inputs (test split)
+    active_quantile: Annotated[float, _interval(0.5, 1.0, False, False)] = 0.99
     calibration_repeats: PositiveInt = 5  # cpu targets with `calibrated:` fields: best of n microbenchmark runs
     measure_repeats: PositiveInt = 30  # quick torch dense forward on this machine: median of n runs
     measure_threads: PositiveInt = 1  # torch intra-op threads of that timing

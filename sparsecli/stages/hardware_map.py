@@ -82,7 +82,7 @@ def run(
     model, _, _ = checkpoint.load(source)
     splits, meta = read_splits(workdir)
     test = splits["test"]
-    network = network_from_model(model, test.x)
+    network = network_from_model(model, test.x, quantile=hp.active_quantile)
     reuse = _reuse_policy(hp.reuse_factor, network)
     _check_precisions(targets, hp)
     fingerprint = _fingerprint(model)

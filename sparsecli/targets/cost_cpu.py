@@ -21,7 +21,9 @@ far below peak each kernel family runs. Every number comes from the target file
     t_layer          = max(t_compute, t_memory) + layer_overhead_us * 1e-6
     latency (batch)  = sum of t_layer
     throughput       = batch / latency                                  (inferences/s)
-    energy/inference = tdp_w * latency / batch
+    cores used       = 1 at batch 1 (one thread runs a batch-1 inference), else cores
+    energy/inference = tdp_w * (cores used / cores) * latency / batch     (what the run occupies,
+                       not the whole socket: an idle core's share is not charged)
 
 Assumptions: weights are read from DRAM once per batch (they do not stay in cache
 between batches: a conservative bound for networks smaller than the last-level
@@ -91,7 +93,7 @@ def network_cost(
         "memory_traffic_bytes": traffic / batch_size,
         "latency_s": latency,
         "throughput_ips": batch_size / latency,
-        "energy_j": target.tdp_w * latency / batch_size,
+        "energy_j": target.tdp_w * (_cores_used(target, batch_size) / target.cores) * latency / batch_size,
         "peak_gflops": peak / 1e9,
         "achieved_gflops": flops / latency / 1e9,
         "resources": {
@@ -102,6 +104,11 @@ def network_cost(
         "bound": _dominant_bound(layers),
     }
     return {"totals": totals, "layers": layers}
+
+
+def _cores_used(target: CpuTarget, batch_size: int) -> int:
+    """Cores a run occupies: one thread at batch 1, every core otherwise."""
+    return 1 if batch_size == 1 else target.cores
 
 
 def _dominant_bound(layers: list[dict]) -> str:

@@ -10,7 +10,10 @@ labelled `estimated`: none comes from a synthesis report.
 
 Formulas (each written here once; macs and touched_fraction in network.py):
 
-    work            = ceil(macs_per_position(mode))            MACs per output position
+    work            = ceil(macs_per_position(mode))            MACs per output position;
+                      sparse-sparse lanes are sized for input_density_sized (the per-sample
+                      active share at a high quantile, default p99) when known, not the mean:
+                      samples above it stall (stall_rate, reported per layer)
                       dense: all weights; sparse-dense: non-zero weights only, since
                       zero weights are constants that HLS removes; sparse-sparse:
                       non-zero weights * input_density, since only the columns of
@@ -29,6 +32,10 @@ Formulas (each written here once; macs and touched_fraction in network.py):
     storage_bits    = stored_weights * (precision_bits + index_bits)
                       (stored_weights: weight_count if dense, else nonzero_weights)
     on chip         = sum(storage_bits) <= caps.memory * onchip_memory_bits
+    memory ports    = lanes weight words per cycle per layer; bandwidth = lanes * word bits;
+                      bram36_for_ports = ceil(lanes * word_bits / 144) (two 72-bit ports per
+                      BRAM36), beside bram36_for_capacity = ceil(storage_bits / 36864)
+    available       = user_resources (what the shell leaves) when the target gives them
     fits            = every resource <= cap * available (memory only when weights must be
                       on chip, i.e. offchip_bandwidth_gbps is 0); if not, the binding
                       resource is the one with the largest used / (cap * available)
@@ -72,7 +79,7 @@ def network_cost(
 ) -> dict:
     """Per-layer design and whole-network totals for one mode and batch size."""
     used_modes = [effective_mode(layer, mode) for layer in network]
-    work = [max(1, math.ceil(layer.macs_per_position(m) - 1e-9)) for layer, m in zip(network, used_modes)]
+    work = [max(1, math.ceil(_sized_macs(layer, m) - 1e-9)) for layer, m in zip(network, used_modes)]
     storage = [_storage_bits(layer, m, precision) for layer, m in zip(network, used_modes)]
     budget = _budget(target)
     on_chip = sum(storage) <= budget["memory"]
@@ -91,6 +98,7 @@ def network_cost(
     layers, used = design(reuse)
     for layer, bits in zip(layers, storage):
         layer["storage_bits"] = bits
+        layer["bram36_for_capacity"] = math.ceil(bits / 36864)
     fits = _fits(used, budget)
     resources = {
         res: {"used": used[res], "available": avail, "cap": cap}
@@ -102,6 +110,10 @@ def network_cost(
         "weights_on_chip": on_chip,
         "macs": sum(layer.macs(m) for layer, m in zip(network, used_modes)),
         "memory_traffic_bytes": _weight_bytes(network, used_modes, storage, 1),
+        "memory_ports": sum(layer["weight_words_per_cycle"] for layer in layers),
+        "memory_bandwidth_bits_per_cycle": sum(layer["memory_bandwidth_bits_per_cycle"] for layer in layers),
+        "bram36_for_ports": sum(layer["bram36_for_ports"] for layer in layers),
+        "stall_rate": max((layer["stall_rate"] or 0.0 for layer in layers), default=0.0),
     }
     if not fits:
         totals["binding_resource"] = max(RESOURCES, key=lambda res: used[res] / budget[res] if used[res] else 0.0)
@@ -145,9 +157,18 @@ def network_cost(
     return {"totals": totals, "layers": layers}
 
 
+def _sized_macs(layer: LayerShape, mode: str) -> float:
+    """MACs per output position the lanes are sized for: sparse-sparse at the sized input density."""
+    if mode == "sparse-sparse" and layer.input_density_sized is not None:
+        return layer.nonzero_weights * max(layer.input_density, layer.input_density_sized)
+    return layer.macs_per_position(mode)
+
+
 def _layer_design(layer: LayerShape, mode: str, work: int, reuse: int, precision: str, target: FpgaTarget) -> dict:
     est = target.estimator
     lanes = math.ceil(work / reuse)
+    word_bits = PRECISION_BITS[precision] + (max(1, math.ceil(math.log2(layer.out_features)))
+                                             if mode == "sparse-sparse" else 0)
     lut_per_lane = est.lut_per_multiplier[precision]
     extra_cycles = 0
     if mode == "sparse-sparse":
@@ -167,6 +188,13 @@ def _layer_design(layer: LayerShape, mode: str, work: int, reuse: int, precision
         "ff": lanes * est.ff_per_multiplier[precision],
         "ii_cycles": ii,
         "latency_cycles": ii + est.pipeline_overhead_cycles + extra_cycles,
+        # every lane reads one stored weight word per cycle: that many memory ports, unless
+        # the weights are constants in the logic (dense / sparse-dense at reuse 1)
+        "weight_words_per_cycle": lanes,
+        "memory_bandwidth_bits_per_cycle": lanes * word_bits,
+        "bram36_for_ports": math.ceil(lanes * word_bits / BRAM36_PORT_BITS),
+        "active_density_sized": layer.input_density_sized if mode == "sparse-sparse" else None,
+        "stall_rate": layer.stall_rate if mode == "sparse-sparse" else None,
     }
 
 
@@ -217,9 +245,17 @@ def _reuse_factors(network: Sequence[LayerShape], work: list[int], policy: Reuse
     return [min(v, w) for v, w in zip(values, work)]
 
 
+# A BRAM36 has two ports of up to 72 bits (UG573, UltraScale Memory Resources).
+BRAM36_PORT_BITS = 2 * 72
+
+
 def _available(target: FpgaTarget) -> tuple:
-    r = target.resources
-    return (r.dsp, r.lut, r.ff, target.onchip_memory_bits)
+    """What user logic may use: the shell's leftovers when the target gives them, else the device."""
+    r = target.user_resources or target.resources
+    memory = target.onchip_memory_bits
+    if target.user_resources is not None:
+        memory = min(memory, r.bram36 * 36864 + r.uram * 294912)
+    return (r.dsp, r.lut, r.ff, memory)
 
 
 def _caps(target: FpgaTarget) -> tuple:

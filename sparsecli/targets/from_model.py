@@ -5,6 +5,8 @@ Each weight layer (a `SparseWeights` module, named as its params key: `conv.0`,
 
     weight_density  = non-zero weights / weights, counted on the weights themselves,
                       so masks and any later pruning are both included
+    input_density_sized, stall_rate = per-sample share of non-zero inputs at `quantile` of the
+                      samples (default p99), and the share of samples above it
     input_density   = non-zero input values / input values, over every sample of `x`
                       (the test split): the share of active inputs the sparse-sparse
                       kernels can skip from; a dense data input is below 1 only where
@@ -30,8 +32,13 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def network_from_model(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> list[LayerShape]:
-    """The model's weight layers as LayerShapes, input densities measured on `x` in eval mode."""
+def network_from_model(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
+                       quantile: float = 0.99) -> list[LayerShape]:
+    """The model's weight layers as LayerShapes, input densities measured on `x` in eval mode.
+
+    Besides the mean input density, each layer gets the per-sample density at `quantile`
+    of the samples (`input_density_sized`) and the share of samples above it (`stall_rate`).
+    """
     import torch
     from torch import nn
 
@@ -42,6 +49,7 @@ def network_from_model(model: nn.Module, x: torch.Tensor, batch_size: int = 512)
         raise ValueError("the model has no sparse weight layers to describe")
     nonzero = {name: 0 for name in layers}
     total = {name: 0 for name in layers}
+    per_sample: dict[str, list] = {name: [] for name in layers}
     geometry: dict[str, tuple[int, int]] = {}  # conv: (output positions, input size)
 
     def hook(name):
@@ -49,6 +57,7 @@ def network_from_model(model: nn.Module, x: torch.Tensor, batch_size: int = 512)
             inp = args[0]
             nonzero[name] += int((inp != 0).sum())
             total[name] += inp.numel()
+            per_sample[name].append((inp != 0).reshape(inp.shape[0], -1).sum(dim=1))
             if isinstance(module.module, nn.Conv2d):
                 geometry[name] = (out.shape[2] * out.shape[3], inp[0].numel())
 
@@ -65,7 +74,16 @@ def network_from_model(model: nn.Module, x: torch.Tensor, batch_size: int = 512)
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return [_shape(name, layer, nonzero[name], total[name], geometry.get(name)) for name, layer in layers.items()]
+    shapes = []
+    for name, layer in layers.items():
+        shape = _shape(name, layer, nonzero[name], total[name], geometry.get(name))
+        counts = torch.cat(per_sample[name]).double()
+        per_input = total[name] / max(1, len(counts))
+        sized = float(torch.quantile(counts, quantile)) if len(counts) else 0.0
+        stall = float((counts > sized).double().mean()) if len(counts) else 0.0
+        shapes.append(LayerShape(**{**shape.__dict__, "input_density_sized": min(1.0, max(sized, 1.0) / per_input),
+                                    "stall_rate": stall}))
+    return shapes
 
 
 def _shape(name: str, layer, nonzero_inputs: int, inputs: int, geometry: tuple[int, int] | None) -> LayerShape:

@@ -13,6 +13,8 @@ lives elsewhere). Shared work formulas live here, written once:
   exact for k-winners-take-all, where the count of active units is fixed)
 - a layer whose input_density is 1 runs its sparse-dense kernel in sparse-sparse
   mode: with every input active, an activation index only costs (`effective_mode`)
+- sized density (FPGA)     = the per-sample share of active inputs at quantile q over the
+  samples seen (default p99); stall_rate = share of samples above it
 - touched_fraction(d, b)   = 1 - (1 - d) ** b: share of weight columns a batch of b
   independent inputs, each with a share d of active units, needs (a column is
   skipped only if it is inactive in every sample)
@@ -51,6 +53,11 @@ class LayerShape:
     input_density: float = 1.0
     output_positions: int = 1
     input_size: int | None = None
+    # The share of inputs active in a sample at a high quantile of samples (hardware_map.active_quantile,
+    # default p99), and the share of samples above it: what an FPGA's sparse-sparse lanes are sized for
+    # and how often a sample needs more cycles. None: sized for the mean (input_density).
+    input_density_sized: float | None = None
+    stall_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "conv"):
@@ -65,13 +72,19 @@ class LayerShape:
             object.__setattr__(self, field, int(value))
         if self.kind == "linear" and self.output_positions != 1:
             raise ValueError(f"layer {self.name!r}: a linear layer has output_positions 1, got {self.output_positions}")
-        for field in ("weight_density", "input_density"):
+        for field in ("weight_density", "input_density", "input_density_sized"):
             value = getattr(self, field)
+            if field == "input_density_sized" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value <= 1.0:
                 raise ValueError(
                     f"layer {self.name!r}: {field} is the fraction of non-zeros and must be in (0, 1], got {value!r}"
                 )
             object.__setattr__(self, field, float(value))
+        if self.stall_rate is not None:
+            if isinstance(self.stall_rate, bool) or not 0.0 <= self.stall_rate <= 1.0:
+                raise ValueError(f"layer {self.name!r}: stall_rate must be in [0, 1], got {self.stall_rate!r}")
+            object.__setattr__(self, "stall_rate", float(self.stall_rate))
 
     @property
     def weight_count(self) -> int:

@@ -154,6 +154,9 @@ class FpgaTarget(_TargetBase):
     family: str = Field(min_length=1)
     board: str = ""
     resources: FpgaResources
+    # what the platform shell leaves to user logic (data-center cards); None: the whole device
+    user_resources: FpgaResources | None = None
+    user_resources_source: str = ""
     onchip_memory_bits: PositiveCount  # BRAM + URAM bits
     dsp_type: str = Field(min_length=1)
     macs_per_dsp: dict[Precision, Positive] = Field(min_length=1)  # first key is the default precision
@@ -174,6 +177,12 @@ class FpgaTarget(_TargetBase):
             missing = [p for p in self.macs_per_dsp if p not in getattr(self.estimator, table)]
             if missing:
                 raise ValueError(f"estimator.{table}: add an entry for {', '.join(missing)} (listed in macs_per_dsp)")
+        if self.user_resources is not None:
+            for res in ("lut", "ff", "dsp", "bram36", "uram"):
+                if getattr(self.user_resources, res) > getattr(self.resources, res):
+                    raise ValueError(f"user_resources.{res}: more than the device's resources.{res}")
+            if not self.user_resources_source:
+                raise ValueError("user_resources_source: name the document the shell's figures come from")
         if not self.power.static_w <= self.power.typical_w <= self.power.max_w:
             raise ValueError("power: need static_w <= typical_w <= max_w")
         return self

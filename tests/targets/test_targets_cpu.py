@@ -87,3 +87,15 @@ def test_int8_uses_more_lanes():
     result = predict(NETWORK, target, precision="int8", modes=["dense"])
     # int8: 32 lanes -> 64 GFLOP/s peak
     assert result["modes"]["dense"]["1"]["totals"]["peak_gflops"] == pytest.approx(64)
+
+
+def test_energy_charges_the_cores_the_run_uses():
+    """Batch 1 runs on one core: its energy is that core's share of the TDP times the latency."""
+    from sparsecli.targets import LayerShape, load_target, predict
+
+    target = load_target(Path(__file__).parent.parent.parent / "hardware" / "cpu-avx512.yaml")
+    net = [LayerShape("fc", 256, 256, weight_density=0.1)]
+    cost = predict(net, target, modes=["dense"], batch_sizes=[1, 8])["modes"]["dense"]
+    one, eight = cost["1"]["totals"], cost["8"]["totals"]
+    assert one["energy_j"] == pytest.approx(target.tdp_w / target.cores * one["latency_s"])
+    assert eight["energy_j"] == pytest.approx(target.tdp_w * eight["latency_s"] / 8)

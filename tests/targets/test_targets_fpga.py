@@ -171,3 +171,28 @@ def test_rejects_bad_arguments():
         predict(NETWORK, target, modes=["sparse"])
     with pytest.raises(ValueError, match="batch_sizes"):
         predict(NETWORK, target, batch_sizes=[0])
+
+
+def test_sparse_sparse_lanes_are_sized_for_the_quantile_and_report_stalls():
+    """fc2 at reuse 1: lanes = ceil(250 * sized density); 0.1 mean but 0.2 at p99 -> 50 lanes."""
+    target = load_target(ASSETS / "tiny-fpga.yaml")
+    sized = [NETWORK[0], LayerShape("fc2", 50, 10, weight_density=0.5, input_density=0.1,
+                                    input_density_sized=0.2, stall_rate=0.01)]
+    mean = predict(NETWORK, target, modes=["sparse-sparse"], reuse_policy=1)
+    high = predict(sized, target, modes=["sparse-sparse"], reuse_policy=1)
+    lanes = [r["modes"]["sparse-sparse"]["1"]["layers"][1]["multipliers"] for r in (mean, high)]
+    assert lanes == [25, 50]
+    layer = high["modes"]["sparse-sparse"]["1"]["layers"][1]
+    assert layer["stall_rate"] == 0.01 and layer["active_density_sized"] == 0.2
+    # memory ports: one weight word per lane per cycle; int8 + 4 index bits (ceil(log2 10)) = 12 bits
+    assert layer["weight_words_per_cycle"] == 50 and layer["memory_bandwidth_bits_per_cycle"] == 600
+    assert layer["bram36_for_ports"] == 5  # ceil(600 / 144)
+
+
+def test_user_resources_left_by_the_shell_are_the_budget(tmp_path):
+    target = _variant(tmp_path, user_resources={"lut": 10000, "ff": 20000, "dsp": 5, "bram36": 10, "uram": 0},
+                      user_resources_source="test shell")
+    full = predict(NETWORK, load_target(ASSETS / "tiny-fpga.yaml"), modes=["dense"], reuse_policy=5000)
+    shell = predict(NETWORK, target, modes=["dense"], reuse_policy=5000)
+    dsp = [r["modes"]["dense"]["1"]["totals"]["resources"]["dsp"]["available"] for r in (full, shell)]
+    assert dsp == [10, 5]
