@@ -19,7 +19,7 @@ layers, run in the same process just before the measurement), per batch size:
         work: sparse-dense blocks16 = stored block entries (16 per kept block);
               sparse-dense CSR = non-zeros; sparse-sparse = stored entries per input
               column * active inputs; a dense head = as dense torch
-        sparse-dense mode also scatters winners back: + scatter_s_per_unit * units * batch
+        sparse-dense mode also scatters winners back: + scatter_call_s + scatter_s_per_unit * units * batch
     sparse conv: dense input = s_per_mac["conv-dense"] * stored block entries * positions;
                  sparse input = s_per_mac["conv-sparse"] * active inputs * taps * out channels
     latency = engine_call_s + sum of layer terms     (dense: sum of layer terms)
@@ -78,7 +78,7 @@ def layer_latency(layer: Mapping, c: Mapping, mode: str, batch: int) -> float:
     if has_kwta:
         t += c["kwta_s_per_unit"] * layer["kwta_units"] * batch
         if mode == "sparse-dense" and not layer.get("last", False):
-            t += c["scatter_s_per_unit"] * units * batch
+            t += c.get("scatter_call_s", 0.0) + c["scatter_s_per_unit"] * units * batch
     return t
 
 
