@@ -60,3 +60,12 @@ def cpu_info() -> dict:
         elif line.startswith("model name") and model is None:
             model = line.split(":", 1)[1].strip()
     return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "simd_flags": flags}
+
+
+def machine() -> dict:
+    """``cpu_info()`` with the SIMD path the kernels run, the library versions and the load average."""
+    import numba
+    import torch
+
+    return {**cpu_info(), "path": simd_path(), "torch": torch.__version__, "numba": numba.__version__,
+            "load_average": os.getloadavg()[0]}

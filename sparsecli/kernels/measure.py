@@ -335,3 +335,33 @@ def bench_network(net: Network, x: np.ndarray, threads: int, repeats: int, inner
     speedup = {m: (stats["dense"].median_s / stats[m].median_s if stats.get(m) else None) for m in engines}
     return {"times": stats, "speedup": speedup, "ideal": ideal, "argmax_agreement": agreement,
             "fraction_of_ideal": {m: (speedup[m] / ideal[m] if speedup[m] else None) for m in engines}}
+
+
+def tile_batch(x: np.ndarray, batch: int) -> np.ndarray:
+    """``batch`` rows of ``x`` (repeated if it has fewer), float32 C-contiguous."""
+    reps = -(-batch // len(x))
+    return np.ascontiguousarray(np.tile(x, (reps, 1))[:batch], dtype=np.float32)
+
+
+def onnxruntime_timings(path, net: Network, x: np.ndarray, batches, threads, repeats: int, inner: dict) -> list[dict]:
+    """onnxruntime on the dense exported model vs dense torch, interleaved, same threads."""
+    import onnxruntime as ort
+
+    dense = net.dense()
+    out = []
+    for t in threads:
+        set_threads(t)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = t
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        for batch in batches:
+            xb = tile_batch(x, batch)
+            stats = interleaved_timings({"dense": lambda: dense(xb), "onnxruntime": lambda: session.run(None, {name: xb})},
+                                        repeats=repeats, warmup=3, inner=inner[batch])
+            out.append({"batch": batch, "threads": t, "times_s": {k: v.as_dict() for k, v in stats.items()},
+                        "dense_over_onnxruntime": stats["dense"].median_s / stats["onnxruntime"].median_s})
+    return out
+
+

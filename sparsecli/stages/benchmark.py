@@ -16,8 +16,6 @@ Writes ``metrics/benchmark.json``, ``reports/benchmark.md`` and ``reports/benchm
 from __future__ import annotations
 
 import json
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +25,10 @@ from sparsecli.atomic import json_text, write_all
 from sparsecli.errors import ParamsError
 from sparsecli.params import Params
 from sparsecli.progress import Progress
+from sparsecli.report.benchmark_markdown import markdown
+from sparsecli.targets.network import MODES
 from sparsecli.training import read_splits
 
-MODES = ("dense", "sparse-dense", "sparse-sparse")
 
 
 def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
@@ -49,6 +48,7 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
 
 def _run(params: Params, workdir: Path, progress: Progress) -> dict:
     from sparsecli.kernels import max_threads
+    from sparsecli.kernels.cpu import machine
     from sparsecli.kernels.measure import (
         INNER,
         SETTINGS,
@@ -56,9 +56,11 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
         bench_network,
         bench_setting,
         network_input,
+        onnxruntime_timings,
         reference_cnn,
         reference_input,
         reference_mlp,
+        tile_batch,
     )
 
     bp = params.benchmark
@@ -97,7 +99,7 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
         rows = []
         test_x = splits["test"].x.numpy().reshape(len(splits["test"].x), -1)
         for batch in batches:
-            x = _test_batch(test_x, batch)
+            x = tile_batch(test_x, batch)
             for t in threads:
                 progress.message(f"benchmark: pipeline model, batch {batch}, {t} thread(s)")
                 if net.kind == "mlp":
@@ -111,7 +113,7 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
         calibration = average([calibration, calibrate(batches)])  # before and after: load drifts
         model_entry["prediction_ratio"] = _prediction_ratio(describe_network(net), calibration, rows, batches)
         if bp.onnxruntime and (workdir / "exports" / "model.onnx").is_file():
-            model_entry["onnxruntime"] = _onnxruntime(workdir / "exports" / "model.onnx", net, test_x,
+            model_entry["onnxruntime"] = onnxruntime_timings(workdir / "exports" / "model.onnx", net, test_x,
                                                      batches, threads, bp.repeats, inner)
     networks["pipeline model"] = model_entry
 
@@ -151,7 +153,7 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
             mode: predicted[mode] / measured[mode] for mode in ("dense", "sparse-sparse")
             if predicted.get(mode) and measured.get(mode)}
     metrics = {
-        "machine": _machine(),
+        "machine": machine(),
         "method": "interleaved repetitions, median and IQR per call; speedup = dense torch median / kernel median; "
                   "a kernel whose output disagrees with dense gets no timing",
         "check_failures": failures,
@@ -168,7 +170,7 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
     }
     write_all({
         paths["metrics"]: lambda tmp: tmp.write_text(json_text(metrics)),
-        paths["report"]: lambda tmp: tmp.write_text(_markdown(metrics)),
+        paths["report"]: lambda tmp: tmp.write_text(markdown(metrics)),
         paths["plot"]: lambda tmp: _plot(metrics, tmp),
     })
     for failure in failures:
@@ -180,11 +182,6 @@ def _model_network(model):
     from sparsecli.kernels.from_model import model_network
 
     return model_network(model)
-
-
-def _test_batch(x: np.ndarray, batch: int) -> np.ndarray:
-    reps = -(-batch // len(x))
-    return np.ascontiguousarray(np.tile(x, (reps, 1))[:batch], dtype=np.float32)
 
 
 def _ideal(net) -> dict:
@@ -234,30 +231,6 @@ def _row_dict(row) -> dict:
     return out
 
 
-def _onnxruntime(path: Path, net, x: np.ndarray, batches, threads, repeats, inner) -> list[dict]:
-    """onnxruntime on the dense exported model vs dense torch, interleaved, same threads."""
-    import onnxruntime as ort
-
-    from sparsecli.kernels import interleaved_timings, set_threads
-
-    dense = net.dense()
-    out = []
-    for t in threads:
-        set_threads(t)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = t
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        for batch in batches:
-            xb = _test_batch(x, batch)
-            stats = interleaved_timings({"dense": lambda: dense(xb), "onnxruntime": lambda: session.run(None, {name: xb})},
-                                        repeats=repeats, warmup=3, inner=inner[batch])
-            out.append({"batch": batch, "threads": t, "times_s": {k: v.as_dict() for k, v in stats.items()},
-                        "dense_over_onnxruntime": stats["dense"].median_s / stats["onnxruntime"].median_s})
-    return out
-
-
 def _headline(networks: dict) -> dict:
     """End-to-end sparse-sparse and sparse-dense speedups, flat, for `dvc metrics show`."""
     head = {}
@@ -289,95 +262,6 @@ def _measured_latency(entry: dict) -> dict | None:
         if row["stage"].startswith("end-to-end") and row["batch"] == 1 and row["threads"] == 1:
             return {mode: (t or {}).get("median_s") for mode, t in row["times_s"].items()}
     return None
-
-
-def _machine() -> dict:
-    import numba
-    import torch
-
-    flags, model = [], None
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        cpuinfo = []
-    for line in cpuinfo:
-        if line.startswith("flags") and not flags:
-            flags = [f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "fma", "sse4"))]
-        elif line.startswith("model name") and model is None:
-            model = line.split(":", 1)[1].strip()
-    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "simd_flags": flags, "torch": torch.__version__,
-            "numba": numba.__version__, "load_average": os.getloadavg()[0]}
-
-
-def _us(seconds) -> str:
-    return "–" if not seconds else f"{seconds * 1e6:.3g} µs"
-
-
-def _fmt(x, digits=1) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
-def _markdown(metrics: dict) -> str:
-    m = metrics["machine"]
-    lines = ["# Benchmark: sparse CPU inference vs dense torch (measured)", "",
-             f"{m['cpu']}, {m['cores']} cores, {' '.join(m['simd_flags'])}; torch {m['torch']}, numba {m['numba']}; "
-             f"load average {m['load_average']:.2f} at the end.", "", metrics["method"] + ".", ""]
-    if metrics["check_failures"]:
-        lines += ["**Kernels that disagreed with dense (no speedup reported):**", ""]
-        lines += [f"- {f}" for f in metrics["check_failures"]] + [""]
-    for label, entry in metrics["networks"].items():
-        lines += [f"## {label}", ""]
-        if "skipped" in entry:
-            lines += [f"Skipped: {entry['skipped']}", ""]
-            continue
-        if "fidelity" in entry:
-            f = entry["fidelity"]
-            lines += [f"Sparse engine vs the torch model on the test split: argmax agreement "
-                      f"{f['argmax_agreement']:.2%}, max abs diff {f['max_abs_diff']:.3g} (kWTA boosting not folded).", ""]
-        lines += ["| batch | threads | stage | dense µs | sparse-dense × (ideal) | sparse-sparse × (ideal) |",
-                  "|---|---|---|---|---|---|"]
-        for row in entry["rows"]:
-            dense = row["times_s"]["dense"]
-            cells = [f"{_fmt(row['speedup'].get(k))}× ({_fmt(row['ideal'].get(k))})" if row["times_s"].get(k)
-                     else "–" for k in ("sparse-dense", "sparse-sparse")]
-            lines.append(f"| {row['batch']} | {row['threads']} | {row['stage']} | "
-                         f"{dense['median_s'] * 1e6:.1f} | {cells[0]} | {cells[1]} |")
-        for o in entry.get("onnxruntime", []):
-            lines.append(f"| {o['batch']} | {o['threads']} | onnxruntime (dense model) | "
-                         f"{o['times_s']['dense']['median_s'] * 1e6:.1f} | dense torch / onnxruntime = "
-                         f"{o['dense_over_onnxruntime']:.2f} | |")
-        lines.append("")
-    predictions = metrics.get("hardware_map")
-    if predictions:
-        lines += ["## Beside the hardware-map predictions (pipeline model, batch 1)", "",
-                  "| target | label | dense latency | sparse-sparse latency | sparse-dense × | sparse-sparse × |",
-                  "|---|---|---|---|---|---|"]
-        for name, p in predictions.items():
-            lat = p["latency_s"]
-            lines.append(f"| {name} | {p['label']} | {_us(lat.get('dense'))} | {_us(lat.get('sparse-sparse'))} | "
-                         f"{_fmt(p['speedup'].get('sparse-dense'))} | {_fmt(p['speedup'].get('sparse-sparse'))} |")
-        measured = metrics.get("measured_latency_s")
-        speeds = metrics["headline"].get("pipeline model b1 t1")
-        if measured and speeds:
-            lines.append(f"| this CPU, 1 thread | measured | {_us(measured.get('dense'))} | "
-                         f"{_us(measured.get('sparse-sparse'))} | {_fmt(speeds.get('sparse-dense'))} | "
-                         f"{_fmt(speeds.get('sparse-sparse'))} |")
-        ratio = (predictions.get("cpu-local") or {}).get("predicted_over_measured")
-        if ratio:
-            lines += ["", "cpu-local predicted / measured latency: " +
-                      ", ".join(f"{mode} {value:.2f}" for mode, value in ratio.items())]
-        lines.append("")
-    ratios = [(label, e["prediction_ratio"]) for label, e in metrics["networks"].items() if e.get("prediction_ratio")]
-    if ratios:
-        lines += ["## Cost model vs measurement (cpu-local kernel model, 1 thread)", "",
-                  "Predicted / measured end-to-end latency (`sparsecli.targets.cost_kernels`, calibrated in this run).",
-                  "", "| network | batch | dense | sparse-dense | sparse-sparse |", "|---|---|---|---|---|"]
-        for label, ratio in ratios:
-            for batch in ratio["dense"]:
-                cells = [f"{ratio[m][batch]['ratio']:.2f}" if ratio[m].get(batch) else "–" for m in MODES]
-                lines.append(f"| {label} | {batch} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines) + "\n"
 
 
 def _plot(metrics: dict, path: Path) -> None:
