@@ -97,8 +97,51 @@ def conv_tile(rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+GATHER_GROUPS = (1, 2, 3, 4)  # output channels / 16 of the sparse-input conv's register tile
+
+
+def conv_gather(groups: int) -> str:
+    """Sparse-input conv, output-stationary: for each output position, every active input of
+    its receptive field adds ``value * weight[tap, channel, :]`` into ``16 * groups`` sums held
+    in registers; the same multiply-adds as scattering each active input, no stores between."""
+    lanes = 16 * groups
+    lines = [
+        "",
+        "",
+        "@njit(cache=True, fastmath=_FASTMATH)",
+        f"def conv_gather{lanes}(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):",
+        f'    """Stride-1 conv of one row\'s active inputs (bucketed by pixel: ``ptr``) into {lanes} channels."""',
+    ]
+    lines += [f"    q{lane} = bias[{lane}]" for lane in range(lanes)]
+    lines += [
+        "    for oy in range(ho):",
+        "        for ox in range(wo):",
+    ]
+    lines += [f"            a{lane} = q{lane}" for lane in range(lanes)]
+    lines += [
+        "            for dy in range(kh):",
+        "                iy = oy + dy - pad",
+        "                if iy < 0 or iy >= h:",
+        "                    continue",
+        "                for dx in range(kw):",
+        "                    ix = ox + dx - pad",
+        "                    if ix < 0 or ix >= w:",
+        "                        continue",
+        "                    pix = iy * w + ix",
+        "                    jb = (dy * kw + dx) * c_in",
+        "                    for t in range(ptr[pix], ptr[pix + 1]):",
+        "                        v = ent_v[t]",
+        "                        wj = wc[jb + ent_c[t]]",
+    ]
+    lines += [f"                        a{lane} += v * wj[{lane}]" for lane in range(lanes)]
+    lines.append(f"            o = (oy * wo + ox) * {lanes}")
+    lines += [f"            out[o + {lane}] = a{lane}" for lane in range(lanes)]
+    return "\n".join(lines) + "\n"
+
+
 def source() -> str:
-    return HEADER + "".join(blocks_tile(t) for t in TILES) + conv_tile(CONV_TILE)
+    return (HEADER + "".join(blocks_tile(t) for t in TILES) + conv_tile(CONV_TILE)
+            + "".join(conv_gather(g) for g in GATHER_GROUPS))
 
 
 if __name__ == "__main__":
