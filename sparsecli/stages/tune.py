@@ -29,10 +29,11 @@ from sparsecli.params import Params
 from sparsecli.progress import Progress
 from sparsecli.training import read_splits
 from sparsecli.tuning.analysis import Analysis, analyse, summary
+from sparsecli.tuning.metrics import NAMES
 from sparsecli.tuning.search import Plan, TrialRecord, run_search
 from sparsecli.tuning.space import check_space
 
-METRIC_COLUMNS = ("accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction")
+METRIC_COLUMNS = NAMES
 HPARAM_METRICS = (*METRIC_COLUMNS, "epochs", "cost_epochs", "feasible", "on_front")
 
 
