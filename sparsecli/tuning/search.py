@@ -28,7 +28,7 @@ from sparsecli.params import Params
 from sparsecli.progress import Progress
 from sparsecli.tuning.metrics import NAMES
 from sparsecli.tuning.objectives import Objectives
-from sparsecli.tuning.pareto import nondomination_ranks
+from sparsecli.tuning.pareto import crowding_distances, nondomination_ranks
 
 HISTORY_KEYS = ("epoch", *NAMES, "train_loss", "train_accuracy", "val_loss", "lr", "cost_epochs", "wall_seconds")
 
@@ -163,16 +163,21 @@ def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[Tria
     for record in records:
         for row in record.history:
             at_epoch[int(row["epoch"])][record.name] = row
-    rank_at: dict[tuple[int, str], int] = {}
+    rank_at: dict[tuple[int, str], tuple[int, float]] = {}
     for epoch, rows in at_epoch.items():
         names = [name for name, row in rows.items() if objectives.feasible(row, final=False)]
-        for name, rank in zip(names, nondomination_ranks([objectives.vector(rows[n]) for n in names])):
-            rank_at[epoch, name] = rank
+        points = [objectives.vector(rows[n]) for n in names]
+        ranks = nondomination_ranks(points)
+        for rank in set(ranks):
+            members = [i for i, r in enumerate(ranks) if r == rank]
+            for i, crowding in zip(members, crowding_distances([points[i] for i in members])):
+                rank_at[epoch, names[i]] = (rank, -crowding)
     chosen = [r for r in records if r.status == "stopped" and r.checkpoint
               and objectives.feasible(r.result, final=False) and (r.epochs, r.name) in rank_at]
-    chosen.sort(key=lambda r: (rank_at[r.epochs, r.name], -r.epochs, r.name))
+    # a layer at a time; in a layer, the longest-trained first, then the most isolated (NSGA-II crowding)
+    chosen.sort(key=lambda r: (rank_at[r.epochs, r.name][0], -r.epochs, rank_at[r.epochs, r.name][1], r.name))
     if plan.budget_epochs is None:
-        return [r for r in chosen if rank_at[r.epochs, r.name] == 0]
+        return [r for r in chosen if rank_at[r.epochs, r.name][0] == 0]
     left = plan.budget_epochs - sum(r.cost_epochs for r in records)
     fitting = []
     for record in chosen:

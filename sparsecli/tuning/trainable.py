@@ -74,7 +74,8 @@ def run_trial(config: dict, *, base: dict, keys: list[str], splits: dict, meta: 
     start = time.perf_counter()
 
     def cost(epoch: int) -> dict:
-        return {"cost_epochs": spent_epochs + epoch - first_epoch, "wall_seconds": spent_seconds + time.perf_counter() - start}
+        return {"cost_epochs": spent_epochs + epoch - first_epoch, "wall_seconds": spent_seconds + time.perf_counter() - start,
+                "reported_at": time.time()}  # when, across trials (anytime curves of a search)
 
     def on_epoch(record: dict, fit_state: FitState) -> None:
         last_epoch[0] = record["epoch"]
