@@ -468,7 +468,7 @@ class TuneBudget(Section):
     @model_validator(mode="after")
     def _check(self):
         if self.trials is None and self.full_trainings is None:
-            raise _CrossFieldError("trials", None, "null needs a budget: set tune.budget.full_trainings, or a number of trials")
+            raise _CrossFieldError("trials", None, "needs a budget: set tune.budget.full_trainings, or a number of trials")
         return self
 
 

@@ -21,13 +21,17 @@ class Metric:
     high: float | None
     worst: float  # the hypervolume reference of a ``max`` objective without threshold
     settled: bool  # its value after the first epoch is final, so a short trial already shows whether it meets its threshold
+    tag: str | None = None  # its TensorBoard scalar in a trial's run (None: logged with the training curves)
 
 
 METRICS: dict[str, Metric] = {
-    "accuracy": Metric("accuracy on the val split", 0.0, 1.0, 0.0, settled=False),
-    "weight_sparsity": Metric("fraction of zero weights, all weight layers", 0.0, 1.0, 0.0, settled=True),  # fixed masks
+    "accuracy": Metric("accuracy on the val split", 0.0, 1.0, 0.0, settled=False),  # val_accuracy in TensorBoard
+    "weight_sparsity": Metric("fraction of zero weights, all weight layers", 0.0, 1.0, 0.0, settled=True,
+                              tag="sparsity/weights"),  # fixed masks
     # kWTA fixes it, but ReLU layers' activation sparsity (and with it the MACs) moves with training
-    "activation_sparsity": Metric("fraction of zero hidden activations on the val split", 0.0, 1.0, 0.0, settled=False),
-    "mac_reduction": Metric("dense MACs / non-zero MACs per inference on the val split", 1.0, None, 1.0, settled=False),
+    "activation_sparsity": Metric("fraction of zero hidden activations on the val split", 0.0, 1.0, 0.0,
+                                  settled=False, tag="sparsity/activations"),
+    "mac_reduction": Metric("dense MACs / non-zero MACs per inference on the val split", 1.0, None, 1.0,
+                            settled=False, tag="macs/reduction"),
 }
 NAMES: tuple[str, ...] = tuple(METRICS)

@@ -1,12 +1,16 @@
-"""Running a tuning run on Ray Tune: the cheap phase, then the second phase.
+"""Running a tuning run on Ray Tune: the cheap phase, then the second phase; together they spend the budget.
 
-Phase 1 ("search"): ``tune.budget.trials`` configurations sampled by ``FidelitySearch``,
-scheduled by ``ParetoASHA`` from ``min_epochs`` to ``max_epochs``. Phase 2 ("retrain",
-optional): each phase-1 trial the scheduler stopped early whose last result is feasible as
-far as a short training can tell (the thresholds on settled metrics, see
-``Objectives.constraints``) and not dominated by another trial's result at the same epoch
-is finished at ``max_epochs``, continuing from its checkpoint, as far as the budget allows
-(cheapest to finish first). Only results at ``max_epochs`` are final; everything else is a cost.
+Phase 1 ("search"): configurations sampled by ``FidelitySearch`` (one Optuna model per
+fidelity, so every rung result informs the next sample), scheduled by ``ParetoASHA`` from
+``min_epochs`` to ``max_epochs``. It samples ``tune.budget.trials`` configurations, or with
+``trials: null`` as many as ``tune.budget.search_fraction`` of the budget
+(``tune.budget.full_trainings`` x ``max_epochs`` epochs) pays for. Phase 2 ("retrain",
+optional): the stopped trials whose last result is feasible as far as a short training can
+tell (the thresholds on settled metrics, see ``Objectives.constraints``) are finished at
+``max_epochs``, continuing from their checkpoints, most promising first
+(``second_phase_candidates``) and as many as the rest of the budget pays for; without a
+budget, those no other trial beat at their epoch. Only results at ``max_epochs`` are final;
+everything else is a cost.
 
 Each phase is one Ray experiment under the storage folder, so an interrupted run is
 restored with ``Tuner.restore``: finished trials keep their results, unfinished ones
