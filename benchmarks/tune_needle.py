@@ -52,7 +52,7 @@ SPACE = [
     {"key": "model.layers.0.kwta.k_inference_factor", "dist": "uniform", "low": 1.0, "high": 2.0},
 ]
 OBJECTIVES = [
-    {"metric": "accuracy", "mode": "max", "threshold": 0.96},
+    {"metric": "accuracy", "mode": "max", "threshold": 0.95},
     {"metric": "weight_sparsity", "mode": "max", "threshold": 0.9},
     {"metric": "activation_sparsity", "mode": "max", "threshold": 0.85},
 ]
