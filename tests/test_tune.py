@@ -50,7 +50,10 @@ def ray_cluster():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     log = open(temp / "start.log", "w")
     proc = subprocess.Popen(
-        [shutil.which("ray") or "ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+        # `ray start` run by this interpreter (a venv's, where sparsecli is installed): the cluster's
+        # workers use the raylet's Python, and a `ray` script found on PATH may be another one's
+        [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()",
+         "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
          "--port", str(port), "--num-cpus", "2", "--temp-dir", str(temp), "--include-dashboard", "false",
          "--disable-usage-stats"], stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 120

@@ -221,7 +221,8 @@ def tune_section(workdir: Path) -> Section | None:
         section.figures.append(Figure("tune_cost", ax.figure.png, "How many trials stopped at each number of epochs."))
         # a second-phase trial continues a stopped one: it reaches max_epochs but costs only the rest
         spent = {e: sum(int(float(t.get("cost_epochs") or 0)) for t in trials
-                        if t.get("status") != "failed" and str(t.get("epochs")) == str(e)) for e in epochs}
+                        if t.get("status") != "failed" and int(float(t.get("epochs") or 0)) == int(float(e)))
+                 for e in epochs}
         rows = [[e, by_epochs[e], spent[e]] for e in epochs]
         failed = [t for t in trials if t.get("status") == "failed"]
         if failed:
