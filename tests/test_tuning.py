@@ -228,3 +228,29 @@ def test_trial_errors_become_one_line():
         "invalid params: tune trial: model.layers.0.units = 0"
     assert error_text("Failure # 1\nTraceback (most recent call last):\nRuntimeError: boom\n") == "RuntimeError: boom"
     assert error_text(None).startswith("unknown error")
+
+
+def test_budget_split_leaves_whole_finishing_trainings_and_counts_running_trials():
+    from optuna.distributions import FloatDistribution
+
+    from sparsecli.params import load_params
+    from sparsecli.tuning.search import Plan
+    from sparsecli.tuning.searcher import FidelitySearch
+
+    from conftest import ROOT
+
+    plan = Plan.from_params(load_params(ROOT / "params.yaml", ["tune.budget.full_trainings=7", "tune.min_epochs=2",
+                                                               "tune.budget.search_fraction=0.5"]))
+    assert plan.budget_epochs == 280 and plan.reserve_epochs == 4 * 38 and plan.search_epochs == 128
+    assert Plan.from_params(load_params(ROOT / "params.yaml", ["tune.second_phase=false"])).reserve_epochs == 0
+    search = FidelitySearch({"x": FloatDistribution(0, 1)}, ACC_WS, [2, 40], "random", 0, 2, budget_epochs=10)
+    search.suggest("a"), search.suggest("b"), search.suggest("c")
+    search.on_trial_result("a", {"epoch": 1, "cost_epochs": 1})  # will spend 1 more to reach the rung
+    search.on_trial_result("b", {"epoch": 2, "cost_epochs": 2})  # at the rung: stopped unless promoted
+    search.on_trial_result("c", {"epoch": 3, "cost_epochs": 3})  # promoted: 37 more to the full length
+    assert search.committed() == 1 + 1 + 2 + 3 + 37
+    search.on_trial_complete("c", {"epoch": 3, "cost_epochs": 3})
+    assert search.committed() == 1 + 1 + 2 + 3
+    assert search.suggest("d") != "FINISHED"  # 7 committed + 2 for its first rung fit in 10
+    search.on_trial_result("d", {"epoch": 1, "cost_epochs": 1})
+    assert search.suggest("e") == "FINISHED"  # 9 committed + 2 do not

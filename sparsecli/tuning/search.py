@@ -87,11 +87,18 @@ class Plan:
                    tune.startup_trials, tune.second_phase, params.seed)
 
     @property
+    def reserve_epochs(self) -> float:
+        """The epochs kept for the second phase: ``1 - search_fraction`` of the budget, rounded to
+        whole finishing trainings (``max_epochs - min_epochs`` each), so that none is left over."""
+        if self.budget_epochs is None or not self.second_phase:
+            return 0.0
+        finish = self.full_epochs - self.min_epochs
+        return round((1 - self.search_fraction) * self.budget_epochs / finish) * finish if finish > 0 else 0.0
+
+    @property
     def search_epochs(self) -> float | None:
-        """The epochs the cheap phase may spend sampling new configurations (the rest finishes stopped ones)."""
-        if self.budget_epochs is None:
-            return None
-        return self.budget_epochs * (self.search_fraction if self.second_phase else 1.0)
+        """The epochs the cheap phase may spend (the rest finishes stopped trials); None: no budget."""
+        return None if self.budget_epochs is None else self.budget_epochs - self.reserve_epochs
 
 
     def expected_trials(self) -> int:
@@ -261,7 +268,7 @@ def _unfinished(results) -> bool:
 
 
 def _search_spent(records: list[TrialRecord], plan: Plan) -> bool:
-    return plan.search_epochs is not None and sum(r.cost_epochs for r in records) >= plan.search_epochs
+    return plan.search_epochs is not None and sum(r.cost_epochs for r in records) + plan.min_epochs > plan.search_epochs
 
 
 class _keep_sigint_handler:

@@ -22,7 +22,8 @@ stopped earlier, crashed or diverged, it ends there as FAIL, which no sampler le
 
 Nothing here decides what is *an answer*: the front is built from full-fidelity trials
 only (``analysis``). The searcher also stops suggesting once the epochs given to it are
-spent (``budget_epochs``) or ``max_trials`` configurations were sampled; its state
+spent (``budget_epochs``: counting what the running trials will spend to reach their next
+fidelity) or ``max_trials`` configurations were sampled; its state
 (studies, cost ledger) is saved with the experiment, so a resumed run keeps both.
 """
 
@@ -79,8 +80,8 @@ class FidelitySearch(Searcher):
         return True  # objectives are our own; Ray's single metric/mode does not apply
 
     def suggest(self, trial_id: str):
-        if self.budget_epochs is not None and sum(self.spent.values()) >= self.budget_epochs:
-            return Searcher.FINISHED
+        if self.budget_epochs is not None and self.committed() + self.fidelities[0] > self.budget_epochs:
+            return Searcher.FINISHED  # a new configuration could not even reach the first rung
         if self.max_trials is not None and len(self.trials) >= self.max_trials:
             return Searcher.FINISHED
         fidelity = self.model_fidelity()
@@ -99,6 +100,7 @@ class FidelitySearch(Searcher):
         entry = self.trials.get(trial_id)
         if entry is None:
             return
+        entry["done"] = True
         if result and not error:
             self.spent[trial_id] = max(self.spent.get(trial_id, 0), result.get("cost_epochs", 0))
             self._observe(trial_id, result)
@@ -113,6 +115,15 @@ class FidelitySearch(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+
+    def committed(self) -> int:
+        """Epochs spent, plus those the running trials will spend to reach their next fidelity."""
+        total = sum(self.spent.values())
+        for trial_id, entry in self.trials.items():
+            spent = self.spent.get(trial_id, 0)
+            if not entry.get("done") and spent not in self.fidelities:  # at a rung: stopped unless promoted
+                total += next((f for f in self.fidelities if f > spent), spent) - spent
+        return total
 
     # ------------------------------------------------------------ the models
 
