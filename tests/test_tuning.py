@@ -254,3 +254,24 @@ def test_budget_split_leaves_whole_finishing_trainings_and_counts_running_trials
     assert search.suggest("d") != "FINISHED"  # 7 committed + 2 for its first rung fit in 10
     search.on_trial_result("d", {"epoch": 1, "cost_epochs": 1})
     assert search.suggest("e") == "FINISHED"  # 9 committed + 2 do not
+
+
+def test_second_phase_finishes_the_widest_hypervolume_gain_first():
+    """At the rung, extremes of the front add little area: with a budget for two finishing
+    trainings, the knee-side points go first; settled-infeasible trials never do."""
+    from sparsecli.tuning.search import Plan, TrialRecord, greedy_hypervolume_order, second_phase_candidates
+
+    points = [(0.9, 0.86), (0.85, 0.92), (0.8, 0.95), (0.7, 0.96)]
+    order = greedy_hypervolume_order(points, (0.6, 0.85))
+    assert order[0] == max(range(4), key=lambda i: (points[i][0] - 0.6) * (points[i][1] - 0.85))
+    assert sorted(order) == [0, 1, 2, 3]
+
+    def record(name, acc, ws):
+        row = {"epoch": 2, "accuracy": acc, "weight_sparsity": ws, "cost_epochs": 2}
+        return TrialRecord(name, "search", {}, "stopped", row, [row], checkpoint=f"/ckpt/{name}")
+
+    records = [record(f"t{i}", *p) for i, p in enumerate(points)] + [record("low", 0.99, 0.8)]
+    plan = Plan(ACC_WS, (), 2, 40, 20, None, 2 * 38 + 10 + sum(2 for _ in records), 0.5, "tpe", 2, True, 0)
+    chosen = [r.name for r in second_phase_candidates(records, plan)]
+    order = greedy_hypervolume_order(points, (0.7, 0.85))  # the rung's reference: its worst accuracy, the settled threshold
+    assert chosen == [f"t{order[0]}", f"t{order[1]}"] == ["t1", "t2"]  # 'low' misses the settled weight-sparsity threshold

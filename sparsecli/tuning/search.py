@@ -30,9 +30,9 @@ from typing import Any
 
 from sparsecli.params import Params
 from sparsecli.progress import Progress
-from sparsecli.tuning.metrics import NAMES
+from sparsecli.tuning.metrics import METRICS, NAMES
 from sparsecli.tuning.objectives import Objectives
-from sparsecli.tuning.pareto import crowding_distances, nondomination_ranks
+from sparsecli.tuning.pareto import hypervolume, nondomination_ranks
 
 HISTORY_KEYS = ("epoch", *NAMES, "train_loss", "train_accuracy", "val_loss", "lr", "cost_epochs", "wall_seconds")
 
@@ -164,7 +164,9 @@ def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[Tria
     short training tells (thresholds on settled metrics). Each is ranked among every trial's
     result at the same epoch by the non-domination rank of the feasible-so-far ones: first every
     trial no other trial beat at its epoch, then the next layer, and so on; within a layer, the
-    one trained longest (the better evidence, and the cheaper to finish) first. Without a budget,
+    one trained longest (the better evidence, and the cheaper to finish) first, then in the
+    order a greedy hypervolume-subset selection takes them (``greedy_hypervolume_order``, from
+    ``rung_reference``). Without a budget,
     only the first layer is finished; with one, candidates are taken in that order while the
     epochs left pay for them (a candidate too dear is skipped for cheaper ones), so the budget
     is spent.
@@ -174,18 +176,19 @@ def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[Tria
     for record in records:
         for row in record.history:
             at_epoch[int(row["epoch"])][record.name] = row
-    rank_at: dict[tuple[int, str], tuple[int, float]] = {}
+    rank_at: dict[tuple[int, str], tuple[int, int]] = {}
     for epoch, rows in at_epoch.items():
         names = [name for name, row in rows.items() if objectives.feasible(row, final=False)]
         points = [objectives.vector(rows[n]) for n in names]
+        reference = rung_reference(objectives, points)
         ranks = nondomination_ranks(points)
         for rank in set(ranks):
             members = [i for i, r in enumerate(ranks) if r == rank]
-            for i, crowding in zip(members, crowding_distances([points[i] for i in members])):
-                rank_at[epoch, names[i]] = (rank, -crowding)
+            for position, j in enumerate(greedy_hypervolume_order([points[i] for i in members], reference)):
+                rank_at[epoch, names[members[j]]] = (rank, position)
     chosen = [r for r in records if r.status == "stopped" and r.checkpoint
               and objectives.feasible(r.result, final=False) and (r.epochs, r.name) in rank_at]
-    # a layer at a time; in a layer, the longest-trained first, then the most isolated (NSGA-II crowding)
+    # a layer at a time; in a layer, the longest-trained first, then by hypervolume contribution
     chosen.sort(key=lambda r: (rank_at[r.epochs, r.name][0], -r.epochs, rank_at[r.epochs, r.name][1], r.name))
     if plan.budget_epochs is None:
         return [r for r in chosen if rank_at[r.epochs, r.name][0] == 0]
@@ -196,6 +199,32 @@ def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[Tria
             fitting.append(record)
             left -= plan.full_epochs - record.epochs
     return fitting
+
+
+def rung_reference(objectives: Objectives, points: list[tuple[float, ...]]) -> tuple[float, ...]:
+    """A hypervolume reference for results short of full fidelity: the thresholds of settled
+    metrics (exact at any epoch), and for the others the worst value among ``points`` (a short
+    training's accuracy is mostly below the full-length threshold)."""
+    reference = objectives.reference()
+    worst = [min((p[k] for p in points), default=reference[k]) for k in range(len(reference))]
+    return tuple(ref if METRICS[m].settled else min(ref, lo)
+                 for m, ref, lo in zip(objectives.metrics, reference, worst))
+
+
+def greedy_hypervolume_order(points: list[tuple[float, ...]], reference: tuple[float, ...]) -> list[int]:
+    """Indices in the order a greedy hypervolume-subset selection takes them (largest gain first;
+    ties: the earlier index). Extremes of a front add little area near the reference, so the
+    few finishing trainings a budget allows go to the points that widen the front most."""
+    order, taken, volume = [], [], 0.0
+    left = list(range(len(points)))
+    while left:
+        gains = [(hypervolume(taken + [points[i]], reference) - volume, -i) for i in left]
+        gain, best = max(gains)
+        order.append(-best)
+        taken.append(points[-best])
+        volume += gain
+        left.remove(-best)
+    return order
 
 
 def _run_phase(name, storage, trainable, restore, tune_config, space, plan, total, progress):
