@@ -18,6 +18,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from sparsecli.errors import ParamsError
+from sparsecli.tuning.metrics import METRICS as TUNE_METRICS
+from sparsecli.tuning.metrics import NAMES as TUNE_METRIC_NAMES
 
 
 def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool):
@@ -407,15 +409,8 @@ class BenchmarkParams(Section):
 
 # ---------------------------------------------------------------- tune
 
-# What a tune trial reports, with the range a threshold may take. A new objective (e.g. a
-# hardware-predicted latency) is added here and in ``sparsecli.tuning.objectives.METRICS``.
-TUNE_METRICS: dict[str, tuple[float | None, float | None]] = {
-    "accuracy": (0, 1),  # on the val split
-    "weight_sparsity": (0, 1),
-    "activation_sparsity": (0, 1),
-    "mac_reduction": (1, None),  # dense MACs / non-zero MACs
-}
-TuneMetric = Literal[tuple(TUNE_METRICS)]  # type: ignore[valid-type]
+# What a tune trial reports (names and threshold ranges): the one list, in sparsecli.tuning.metrics.
+TuneMetric = Literal[TUNE_METRIC_NAMES]  # type: ignore[valid-type]
 
 
 class TuneObjective(Section):
@@ -427,7 +422,7 @@ class TuneObjective(Section):
 
     @model_validator(mode="after")
     def _check(self):
-        lo, hi = TUNE_METRICS[self.metric]
+        lo, hi = TUNE_METRICS[self.metric].low, TUNE_METRICS[self.metric].high
         if self.threshold is not None and ((lo is not None and self.threshold < lo) or (hi is not None and self.threshold > hi)):
             text = f"[{_fmt(lo) if lo is not None else '-inf'}, {_fmt(hi) if hi is not None else 'inf'}]"
             raise _CrossFieldError("threshold", self.threshold, f"{self.metric} thresholds must be in {text}")
@@ -468,8 +463,15 @@ class SearchDim(Section):
 
 
 class TuneBudget(Section):
-    trials: PositiveInt = 20  # configurations the searcher samples (the cheap phase)
-    full_trainings: PositiveFloat | None = None  # cap on the total cost, in max_epochs-long trainings; null = none
+    trials: PositiveInt | None = 20  # at most this many configurations; null = as many as full_trainings allows
+    full_trainings: PositiveFloat | None = None  # epochs to spend, in max_epochs-long trainings (the search spends them); null = no cap
+    search_fraction: Annotated[float, _interval(0, 1, True, False)] = 0.5  # of full_trainings: the cheap phase samples new configurations until it has spent this share; the second phase spends the rest finishing stopped trials
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.trials is None and self.full_trainings is None:
+            raise _CrossFieldError("trials", None, "needs a budget: set tune.budget.full_trainings, or a number of trials")
+        return self
 
 
 class TuneParams(Section):

@@ -132,5 +132,6 @@ def test_stage_params_are_the_keys_the_stages_read():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["prune"]["params"] == ["prune"]
     assert "sparsity" in stages["train"]["params"]
+    assert "sparsity" in stages["tune"]["params"]  # trials apply sparsity.dynamic as train does
     assert stages["prune"]["outs"] == ["models/pruned.pt", "runs/prune"]
     assert "models/train.pt" in stages["prune"]["deps"]

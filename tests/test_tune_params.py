@@ -33,6 +33,9 @@ BAD = [
     (["tune.objectives.1={metric: mac_reduction, mode: min}"], 2,
      "tune.objectives.1.threshold = null: a min objective needs a threshold"),
     (["train.early_stopping=2"], 2, "train.early_stopping = 2: trials must run exactly the epochs"),
+    (["tune.budget.trials=null", "tune.budget.full_trainings=null"], 2,
+     "params.yaml: tune.budget.trials = null: needs a budget: set tune.budget.full_trainings"),
+    (["tune.budget.search_fraction=0"], 2, "params.yaml: tune.budget.search_fraction = 0: must be in (0, 1]"),
 ]
 
 

@@ -6,8 +6,9 @@ import random
 
 import pytest
 
-from sparsecli.params import TUNE_METRICS, TuneObjective
-from sparsecli.tuning.objectives import METRICS, Objectives
+from sparsecli.params import TuneObjective
+from sparsecli.tuning.metrics import METRICS, NAMES
+from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.pareto import constrained_order, dominates, hypervolume, non_dominated, nondomination_ranks
 from sparsecli.tuning.scheduler import promote, rungs
 from sparsecli.tuning.select import knee, select
@@ -32,8 +33,29 @@ def brute_hypervolume(points, ref):
     return total
 
 
-def test_metric_registries_agree():
-    assert set(METRICS) == set(TUNE_METRICS)
+def test_one_list_of_trial_metrics():
+    """Every module takes the trial metrics' names from ``tuning.metrics``; none spells them again."""
+    import inspect
+    import re
+    import typing
+
+    import sparsecli.params as params
+    import sparsecli.report.sections as report
+    import sparsecli.stages.tune as stage
+    import sparsecli.tuning.monitor as monitor
+    import sparsecli.tuning.objectives as objectives
+    import sparsecli.tuning.search as search
+
+    assert NAMES == tuple(METRICS)
+    assert typing.get_args(params.TuneObjective.model_fields["metric"].annotation) == NAMES
+    assert stage.METRIC_COLUMNS == NAMES and monitor.SHOWN == NAMES
+    assert search.HISTORY_KEYS[1:1 + len(NAMES)] == NAMES
+    # no module lists two or more of the names in one literal tuple/dict any more
+    for module in (params, stage, monitor, objectives, search):
+        source = inspect.getsource(module)
+        listed = re.findall(r'[({][^(){}]*"activation_sparsity"[^(){}]*"mac_reduction"', source)
+        assert not listed, f"{module.__name__} repeats the metric names: {listed}"
+    assert report  # the report reads columns by name from trials.csv, not a list of them
 
 
 @pytest.mark.parametrize("dims", [2, 3, 4])
@@ -87,6 +109,18 @@ def test_rungs_and_promotion_keep_the_best_fraction():
         assert decisions == expected, strict
 
 
+def test_knee_of_a_two_point_front_is_the_better_trade_off_not_a_tie():
+    """Min-max over two points puts both at distance 1 from the ideal; from the thresholds it does not."""
+    front = [{"accuracy": 0.98, "weight_sparsity": 0.86}, {"accuracy": 0.97, "weight_sparsity": 0.92}]
+    # above the thresholds (0.94, 0.85): the first keeps 100% of the accuracy gain and 1/7 of the
+    # sparsity gain, the second 75% and 100%
+    assert select(front, ACC_WS, "knee") == 1
+    assert select(front[::-1], ACC_WS, "knee") == 0  # the trade-off decides, not the trial order
+    assert knee([ACC_WS.vector(r) for r in front]) == 0  # min-max: a tie, broken by order
+    mirrored = [{"accuracy": 0.99, "weight_sparsity": 0.91}, {"accuracy": 0.95, "weight_sparsity": 0.92}]
+    assert select(mirrored, ACC_WS, "knee") == 0
+
+
 def test_selection_rules():
     front = [{"accuracy": 0.99, "weight_sparsity": 0.86}, {"accuracy": 0.97, "weight_sparsity": 0.93},
              {"accuracy": 0.95, "weight_sparsity": 0.97}]
@@ -94,7 +128,16 @@ def test_selection_rules():
     assert select(front, ACC_WS, "max_sparsity") == 2
     assert select(front, ACC_WS, "knee") == 1
     assert knee([(1.0, 0.0)]) == 0
-    # the knee is the point nearest the ideal after min-max normalisation, by brute force
+    # the knee is the point nearest the ideal after normalising from the reference point, by brute force
+    rng = random.Random(5)
+    for _ in range(20):
+        points = [(rng.random(), rng.random()) for _ in range(5)]
+        ref = (rng.random() - 0.5, rng.random() - 0.5)
+        lo = [min(ref[k], *(p[k] for p in points)) for k in range(2)]
+        hi = [max(p[k] for p in points) for k in range(2)]
+        dist = [math.dist([(p[k] - lo[k]) / (hi[k] - lo[k]) for k in range(2)], [1, 1]) for p in points]
+        assert knee(points, ref) == dist.index(min(dist))
+    # without a reference: min-max normalisation over the front
     rng = random.Random(3)
     for _ in range(20):
         points = [(rng.random(), rng.random(), rng.random()) for _ in range(6)]
@@ -104,31 +147,70 @@ def test_selection_rules():
         assert knee(points) == dist.index(min(dist))
 
 
-def test_searcher_tells_optuna_only_full_fidelity_results_as_complete():
-    """Low-fidelity results are PRUNED (no values), full ones COMPLETE with constraints, errors FAIL."""
+def test_searcher_learns_at_every_fidelity_and_tells_only_full_results_as_final():
+    """One study per fidelity: rung results go to their rung's study (settled thresholds only as
+    constraints), full ones to the full study (every threshold); errors end as FAIL; sampling moves
+    to the highest fidelity with enough evaluations; the budget stops it."""
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState
 
-    from sparsecli.tuning.searcher import FidelitySearch, make_sampler
+    from sparsecli.tuning.searcher import FidelitySearch
 
-    search = FidelitySearch({"train.lr": FloatDistribution(0.001, 0.1, log=True)}, ACC_WS, 9,
-                            make_sampler("tpe", 0, 4), budget_epochs=30)
+    search = FidelitySearch({"train.lr": FloatDistribution(0.001, 0.1, log=True)}, ACC_WS, [3, 9], "tpe", 0, 2,
+                            budget_epochs=40)
     for trial_id in "abcd":
         assert 0.001 <= search.suggest(trial_id)["train.lr"] <= 0.1
-    search.on_trial_result("a", {"epoch": 3, "accuracy": 0.99, "weight_sparsity": 0.9, "cost_epochs": 3})
-    search.on_trial_complete("a", {"epoch": 3, "accuracy": 0.99, "weight_sparsity": 0.9, "cost_epochs": 3})
-    search.on_trial_complete("b", {"epoch": 9, "accuracy": 0.93, "weight_sparsity": 0.9, "cost_epochs": 9})
+    assert all(search.trials[t]["drawn_from"] == 3 for t in "abcd")  # no study has 2 evaluations yet
+    a3 = {"epoch": 3, "accuracy": 0.99, "weight_sparsity": 0.9, "cost_epochs": 3}
+    search.on_trial_result("a", a3)
+    search.on_trial_complete("a", a3)
+    for epoch in range(1, 10):
+        search.on_trial_result("b", {"epoch": epoch, "accuracy": 0.9 + epoch / 1000, "weight_sparsity": 0.8,
+                                     "cost_epochs": epoch})
+    search.on_trial_complete("b", {"epoch": 9, "accuracy": 0.909, "weight_sparsity": 0.8, "cost_epochs": 9})
     search.on_trial_complete("c", None, error=True)
     search.on_trial_complete("d", {"epoch": 2, "diverged": "loss became nan", "cost_epochs": 2})
-    trials = search._ot_study.get_trials(deepcopy=False)
-    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
-    assert trials[0].values is None
-    assert trials[0].constraints == pytest.approx({"weight_sparsity": -0.05 / 0.85})  # no low-fidelity accuracy
-    assert trials[1].values == [0.93, 0.9]
-    assert trials[1].constraints == pytest.approx({"accuracy": 0.01 / 0.94, "weight_sparsity": -0.05 / 0.85})
-    for trial_id, spent in (("b", 9), ("c", 10), ("d", 8)):
-        search.on_trial_result(trial_id, {"cost_epochs": spent})
-    assert search.suggest("e") == "FINISHED"  # 3 + 9 + 10 + 8 = 30 epochs: the budget is spent
+    cheap, full = search.studies[3].get_trials(deepcopy=False), search.studies[9].get_trials(deepcopy=False)
+    # in the rung-3 study: a and b (at epoch 3) COMPLETE with rung values, c and d FAIL
+    assert [t.state for t in cheap] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert cheap[0].values == [0.99, 0.9] and cheap[1].values == [0.903, 0.8]
+    assert cheap[0].constraints == pytest.approx({"weight_sparsity": -0.05 / 0.85})  # no low-fidelity accuracy
+    assert cheap[1].constraints == pytest.approx({"weight_sparsity": 0.05 / 0.85})
+    # in the full study: only b, with its full values and every threshold
+    assert [t.state for t in full] == [TrialState.COMPLETE] and full[0].values == [0.909, 0.8]
+    assert full[0].constraints == pytest.approx({"accuracy": 0.031 / 0.94, "weight_sparsity": 0.05 / 0.85})
+    assert search.model_fidelity() == 3  # rung 3 holds 2 evaluations, the full study 1
+    assert search.suggest("e") != "FINISHED" and search.trials["e"]["drawn_from"] == 3
+    search.on_trial_result("c", {"cost_epochs": 10})
+    search.on_trial_result("d", {"cost_epochs": 8})
+    search.on_trial_result("e", {"cost_epochs": 10})  # 3 + 9 + 10 + 8 + 10 = 40 epochs: the budget is spent
+    assert search.suggest("f") == "FINISHED"
+    capped = FidelitySearch({"train.lr": FloatDistribution(0.001, 0.1, log=True)}, ACC_WS, [9], "random", 0, 2,
+                            max_trials=1)
+    assert capped.suggest("a") != "FINISHED" and capped.suggest("b") == "FINISHED"
+
+
+def test_searcher_samples_from_the_highest_fidelity_with_enough_evaluations(tmp_path):
+    from optuna.distributions import FloatDistribution
+
+    from sparsecli.tuning.searcher import FidelitySearch
+
+    search = FidelitySearch({"x": FloatDistribution(0, 1)}, ACC_WS, [1, 3, 9], "tpe", 0, 2)
+    for i, trial_id in enumerate("abc"):
+        search.suggest(trial_id)
+        for epoch in (1, 3, 9)[:i + 1]:
+            search.on_trial_result(trial_id, {"epoch": epoch, "accuracy": 0.95, "weight_sparsity": 0.9})
+    assert search.model_fidelity() == 3  # rung 1: 3 evaluations, rung 3: 2, full: 1
+    search.on_trial_result("b", {"epoch": 9, "accuracy": 0.95, "weight_sparsity": 0.9})
+    assert search.model_fidelity() == 9
+    search.suggest("d")
+    assert search.trials["d"]["drawn_from"] == 9
+    # saved and restored with the experiment: a resumed run continues the same studies and ledger
+    search.save(str(tmp_path / "searcher.pkl"))
+    again = FidelitySearch({"x": FloatDistribution(0, 1)}, ACC_WS, [1, 3, 9], "tpe", 0, 2)
+    again.restore(str(tmp_path / "searcher.pkl"))
+    again.on_trial_result("d", {"epoch": 9, "accuracy": 0.96, "weight_sparsity": 0.9})
+    assert [t.values for t in again.studies[9].get_trials(deepcopy=False)][-1] == [0.96, 0.9]
 
 
 def test_trial_errors_become_one_line():
@@ -146,3 +228,50 @@ def test_trial_errors_become_one_line():
         "invalid params: tune trial: model.layers.0.units = 0"
     assert error_text("Failure # 1\nTraceback (most recent call last):\nRuntimeError: boom\n") == "RuntimeError: boom"
     assert error_text(None).startswith("unknown error")
+
+
+def test_budget_split_leaves_whole_finishing_trainings_and_counts_running_trials():
+    from optuna.distributions import FloatDistribution
+
+    from sparsecli.params import load_params
+    from sparsecli.tuning.search import Plan
+    from sparsecli.tuning.searcher import FidelitySearch
+
+    from conftest import ROOT
+
+    plan = Plan.from_params(load_params(ROOT / "params.yaml", ["tune.budget.full_trainings=7", "tune.min_epochs=2",
+                                                               "tune.budget.search_fraction=0.5"]))
+    assert plan.budget_epochs == 280 and plan.reserve_epochs == 4 * 38 and plan.search_epochs == 128
+    assert Plan.from_params(load_params(ROOT / "params.yaml", ["tune.second_phase=false"])).reserve_epochs == 0
+    search = FidelitySearch({"x": FloatDistribution(0, 1)}, ACC_WS, [2, 40], "random", 0, 2, budget_epochs=10)
+    search.suggest("a"), search.suggest("b"), search.suggest("c")
+    search.on_trial_result("a", {"epoch": 1, "cost_epochs": 1})  # will spend 1 more to reach the rung
+    search.on_trial_result("b", {"epoch": 2, "cost_epochs": 2})  # at the rung: stopped unless promoted
+    search.on_trial_result("c", {"epoch": 3, "cost_epochs": 3})  # promoted: 37 more to the full length
+    assert search.committed() == 1 + 1 + 2 + 3 + 37
+    search.on_trial_complete("c", {"epoch": 3, "cost_epochs": 3})
+    assert search.committed() == 1 + 1 + 2 + 3
+    assert search.suggest("d") != "FINISHED"  # 7 committed + 2 for its first rung fit in 10
+    search.on_trial_result("d", {"epoch": 1, "cost_epochs": 1})
+    assert search.suggest("e") == "FINISHED"  # 9 committed + 2 do not
+
+
+def test_second_phase_finishes_the_widest_hypervolume_gain_first():
+    """At the rung, extremes of the front add little area: with a budget for two finishing
+    trainings, the knee-side points go first; settled-infeasible trials never do."""
+    from sparsecli.tuning.search import Plan, TrialRecord, greedy_hypervolume_order, second_phase_candidates
+
+    points = [(0.9, 0.86), (0.85, 0.92), (0.8, 0.95), (0.7, 0.96)]
+    order = greedy_hypervolume_order(points, (0.6, 0.85))
+    assert order[0] == max(range(4), key=lambda i: (points[i][0] - 0.6) * (points[i][1] - 0.85))
+    assert sorted(order) == [0, 1, 2, 3]
+
+    def record(name, acc, ws):
+        row = {"epoch": 2, "accuracy": acc, "weight_sparsity": ws, "cost_epochs": 2}
+        return TrialRecord(name, "search", {}, "stopped", row, [row], checkpoint=f"/ckpt/{name}")
+
+    records = [record(f"t{i}", *p) for i, p in enumerate(points)] + [record("low", 0.99, 0.8)]
+    plan = Plan(ACC_WS, (), 2, 40, 20, None, 2 * 38 + 10 + sum(2 for _ in records), 0.5, "tpe", 2, True, 0)
+    chosen = [r.name for r in second_phase_candidates(records, plan)]
+    order = greedy_hypervolume_order(points, (0.7, 0.85))  # the rung's reference: its worst accuracy, the settled threshold
+    assert chosen == [f"t{order[0]}", f"t{order[1]}"] == ["t1", "t2"]  # 'low' misses the settled weight-sparsity threshold

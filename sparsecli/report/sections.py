@@ -145,11 +145,15 @@ def sparsity_accuracy_section(workdir: Path) -> Section | None:
         return None
     section = Section("sparsity", "Accuracy vs sparsity")
     for kind, key in (("weight", "weight_sparsity"), ("activation", "activation_sparsity")):
-        with figure(f"Accuracy vs {kind} sparsity", f"{kind} sparsity (fraction of zeros)", "test accuracy") as ax:
-            points = [(t.get(key), t.get("accuracy")) for t in trials
-                      if isinstance(t.get(key), float) and isinstance(t.get("accuracy"), float)]
-            if points:
-                ax.scatter(*zip(*points), s=12, alpha=0.4, color="grey", label="tune trials (val accuracy)")
+        with figure(f"Accuracy vs {kind} sparsity", f"{kind} sparsity (fraction of zeros)",
+                    "accuracy (models: test split; tune trials: val split)") as ax:
+            for label, full, style in (("tune trials stopped early (val accuracy at their last epoch)", False,
+                                        dict(marker="x", color="lightgrey")),
+                                       ("tune trials at full fidelity (val accuracy)", True, dict(color="grey"))):
+                points = [(t.get(key), t.get("accuracy")) for t in trials if (t.get("status") == "full") == full
+                          and isinstance(t.get(key), float) and isinstance(t.get("accuracy"), float)]
+                if points:
+                    ax.scatter(*zip(*points), s=12, alpha=0.5, label=label, **style)
             for label, metrics in models.items():
                 ax.scatter([metrics.get(key, 0.0)], [metrics.get("test_accuracy", 0.0)], s=60, label=label, zorder=3)
         section.figures.append(Figure(f"accuracy_vs_{kind}_sparsity", ax.figure.png,
@@ -215,8 +219,15 @@ def tune_section(workdir: Path) -> Section | None:
         with figure("Cost per fidelity", "epochs a trial ran", "trials") as ax:
             ax.bar([str(e) for e in epochs], [by_epochs[e] for e in epochs])
         section.figures.append(Figure("tune_cost", ax.figure.png, "How many trials stopped at each number of epochs."))
-        section.tables.append(Table(["epochs run", "trials", "epochs spent"],
-                                    [[e, by_epochs[e], int(float(e)) * by_epochs[e]] for e in epochs]))
+        # a second-phase trial continues a stopped one: it reaches max_epochs but costs only the rest
+        spent = {e: sum(int(float(t.get("cost_epochs") or 0)) for t in trials
+                        if t.get("status") != "failed" and int(float(t.get("epochs") or 0)) == int(float(e)))
+                 for e in epochs}
+        rows = [[e, by_epochs[e], spent[e]] for e in epochs]
+        failed = [t for t in trials if t.get("status") == "failed"]
+        if failed:
+            rows.append(["failed", len(failed), sum(int(float(t.get("cost_epochs") or 0)) for t in failed)])
+        section.tables.append(Table(["epochs reached", "trials", "epochs spent"], rows))
     return section
 
 

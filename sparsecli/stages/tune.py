@@ -29,10 +29,11 @@ from sparsecli.params import Params
 from sparsecli.progress import Progress
 from sparsecli.training import read_splits
 from sparsecli.tuning.analysis import Analysis, analyse, summary
+from sparsecli.tuning.metrics import METRICS, NAMES
 from sparsecli.tuning.search import Plan, TrialRecord, run_search
 from sparsecli.tuning.space import check_space
 
-METRIC_COLUMNS = ("accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction")
+METRIC_COLUMNS = NAMES
 HPARAM_METRICS = (*METRIC_COLUMNS, "epochs", "cost_epochs", "feasible", "on_front")
 
 
@@ -143,11 +144,22 @@ def _row(record: TrialRecord, plan: Plan, on_front: set[str], selected: str, key
         "trial": record.name, "phase": record.phase, "status": record.status, "epochs": record.epochs,
         "cost_epochs": record.cost_epochs, "wall_seconds": round(float(result.get("wall_seconds", 0.0)), 3),
         **{m: result.get(m, "") for m in METRIC_COLUMNS},
-        "feasible": judged and plan.objectives.feasible(result),
+        "feasible": _feasible(record, plan) if judged else False,
         "on_front": record.name in on_front, "selected": record.name == selected,
         "from_trial": record.from_trial or "", "error": record.error or "",
     }
     return row | {k: record.values.get(k, "") for k in keys}
+
+
+PROVISIONAL = "provisional"
+
+
+def _feasible(record: TrialRecord, plan: Plan) -> bool | str:
+    """True/False at full fidelity; short of it, False only when a settled metric misses its
+    threshold (it never will meet it), else ``provisional``: a short training cannot tell."""
+    if record.status == "full":
+        return plan.objectives.feasible(record.result)
+    return PROVISIONAL if plan.objectives.feasible(record.result, final=False) else False
 
 
 def _best_params(selected: TrialRecord, params: Params, plan: Plan) -> str:
@@ -178,12 +190,10 @@ def _write_runs(target: Path, records: list[TrialRecord], rows: list[dict], keys
                 tracker.epoch({"epoch": int(epoch["epoch"]), "train_loss": epoch["train_loss"],
                                "val_loss": epoch["val_loss"], "train_accuracy": epoch["train_accuracy"],
                                "val_accuracy": epoch["accuracy"], "lr": epoch["lr"]},
-                              {"sparsity/weights": epoch["weight_sparsity"],
-                               "sparsity/activations": epoch["activation_sparsity"],
-                               "macs/reduction": epoch["mac_reduction"]})
+                              {METRICS[m].tag: epoch[m] for m in NAMES if METRICS[m].tag})
             final = {m: float(row[m]) for m in METRIC_COLUMNS if row[m] != ""}
             final |= {"epochs": float(row["epochs"]), "cost_epochs": float(row["cost_epochs"]),
-                      "feasible": float(row["feasible"]), "on_front": float(row["on_front"])}
+                      "feasible": float(row["feasible"] is True), "on_front": float(row["on_front"])}
             tracker.hparams({**{k: row[k] for k in keys}, "phase": record.phase}, final, experiment=False,
                             step=record.epochs)
         finally:

@@ -14,10 +14,11 @@ from pathlib import Path
 from ray.tune import Callback
 
 from sparsecli.progress import Progress
+from sparsecli.tuning.metrics import NAMES
 from sparsecli.tuning.trainable import DIVERGED_KEY
 
 _ATTACHED: dict[str, Progress] = {}
-SHOWN = ("accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction")
+SHOWN = NAMES
 
 
 @contextmanager

@@ -5,8 +5,8 @@ A trial result is a plain dict of metric name -> value (what the trainable passe
 Everything here works in *maximisation form*: a ``min`` objective is negated, so "larger
 is better" holds for every coordinate, and the same Pareto code serves all objectives.
 
-Adding an objective (e.g. a hardware-predicted latency) means: a ``Metric`` entry below,
-the name in ``sparsecli.params.TUNE_METRICS``, and the trainable reporting it.
+The metrics themselves (names, ranges, which are settled after one epoch) are listed once,
+in ``sparsecli.tuning.metrics``.
 """
 
 from __future__ import annotations
@@ -14,22 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparsecli.params import TuneObjective
-
-
-@dataclass(frozen=True)
-class Metric:
-    description: str
-    worst: float  # the hypervolume reference of a ``max`` objective without threshold
-    settled: bool  # its value after the first epoch is final, so a short trial already shows whether it meets its threshold
-
-
-METRICS: dict[str, Metric] = {
-    "accuracy": Metric("accuracy on the val split", 0.0, settled=False),
-    "weight_sparsity": Metric("fraction of zero weights, all weight layers", 0.0, settled=True),  # fixed masks
-    # kWTA fixes it, but ReLU layers' activation sparsity (and with it the MACs) moves with training
-    "activation_sparsity": Metric("fraction of zero hidden activations on the val split", 0.0, settled=False),
-    "mac_reduction": Metric("dense MACs / non-zero MACs per inference on the val split", 1.0, settled=False),
-}
+from sparsecli.tuning.metrics import METRICS
 
 
 @dataclass(frozen=True)

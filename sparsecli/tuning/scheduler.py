@@ -76,8 +76,11 @@ class ParetoASHA(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         promoted = self._record(trial.trial_id, result)
-        if self.budget_epochs is not None and sum(self.spent.values()) >= self.budget_epochs:
-            return TrialScheduler.STOP
+        if self.budget_epochs is not None:
+            # the other running trials are already spending an epoch each; one more of this one must fit too
+            others = sum(t.status == "RUNNING" and t is not trial for t in tune_controller.get_live_trials())
+            if sum(self.spent.values()) + others + 1 > self.budget_epochs:
+                return TrialScheduler.STOP
         if result.get("epoch", 0) >= self.max_epochs or not promoted:
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

@@ -1,12 +1,16 @@
-"""Running a tuning run on Ray Tune: the cheap phase, then the second phase.
+"""Running a tuning run on Ray Tune: the cheap phase, then the second phase; together they spend the budget.
 
-Phase 1 ("search"): ``tune.budget.trials`` configurations sampled by ``FidelitySearch``,
-scheduled by ``ParetoASHA`` from ``min_epochs`` to ``max_epochs``. Phase 2 ("retrain",
-optional): each phase-1 trial the scheduler stopped early whose last result is feasible as
-far as a short training can tell (the thresholds on settled metrics, see
-``Objectives.constraints``) and not dominated by another trial's result at the same epoch
-is finished at ``max_epochs``, continuing from its checkpoint, as far as the budget allows
-(cheapest to finish first). Only results at ``max_epochs`` are final; everything else is a cost.
+Phase 1 ("search"): configurations sampled by ``FidelitySearch`` (one Optuna model per
+fidelity, so every rung result informs the next sample), scheduled by ``ParetoASHA`` from
+``min_epochs`` to ``max_epochs``. It samples ``tune.budget.trials`` configurations, or with
+``trials: null`` as many as ``tune.budget.search_fraction`` of the budget
+(``tune.budget.full_trainings`` x ``max_epochs`` epochs) pays for. Phase 2 ("retrain",
+optional): the stopped trials whose last result is feasible as far as a short training can
+tell (the thresholds on settled metrics, see ``Objectives.constraints``) are finished at
+``max_epochs``, continuing from their checkpoints, most promising first
+(``second_phase_candidates``) and as many as the rest of the budget pays for; without a
+budget, those no other trial beat at their epoch. Only results at ``max_epochs`` are final;
+everything else is a cost.
 
 Each phase is one Ray experiment under the storage folder, so an interrupted run is
 restored with ``Tuner.restore``: finished trials keep their results, unfinished ones
@@ -15,6 +19,7 @@ continue from their last epoch checkpoint.
 
 from __future__ import annotations
 
+import math
 import shutil
 import signal
 import threading
@@ -25,11 +30,11 @@ from typing import Any
 
 from sparsecli.params import Params
 from sparsecli.progress import Progress
+from sparsecli.tuning.metrics import METRICS, NAMES
 from sparsecli.tuning.objectives import Objectives
-from sparsecli.tuning.pareto import dominates
+from sparsecli.tuning.pareto import hypervolume, nondomination_ranks
 
-HISTORY_KEYS = ("epoch", "accuracy", "weight_sparsity", "activation_sparsity", "mac_reduction", "train_loss",
-                "train_accuracy", "val_loss", "lr", "cost_epochs", "wall_seconds")
+HISTORY_KEYS = ("epoch", *NAMES, "train_loss", "train_accuracy", "val_loss", "lr", "cost_epochs", "wall_seconds")
 
 
 @dataclass
@@ -64,8 +69,9 @@ class Plan:
     min_epochs: int
     full_epochs: int
     reduction_factor: int
-    trials: int
+    trials: int | None
     budget_epochs: float | None
+    search_fraction: float
     searcher: str
     startup_trials: int
     second_phase: bool
@@ -77,8 +83,32 @@ class Plan:
         full = tune.max_epochs or params.train.epochs
         budget = tune.budget.full_trainings * full if tune.budget.full_trainings is not None else None
         return cls(Objectives.from_params(tune.objectives), tuple(d.key for d in tune.space), tune.min_epochs,
-                   full, tune.reduction_factor, tune.budget.trials, budget, tune.searcher, tune.startup_trials,
-                   tune.second_phase, params.seed)
+                   full, tune.reduction_factor, tune.budget.trials, budget, tune.budget.search_fraction, tune.searcher,
+                   tune.startup_trials, tune.second_phase, params.seed)
+
+    @property
+    def reserve_epochs(self) -> float:
+        """The epochs kept for the second phase: ``1 - search_fraction`` of the budget, rounded to
+        whole finishing trainings (``max_epochs - min_epochs`` each), so that none is left over."""
+        if self.budget_epochs is None or not self.second_phase:
+            return 0.0
+        finish = self.full_epochs - self.min_epochs
+        return round((1 - self.search_fraction) * self.budget_epochs / finish) * finish if finish > 0 else 0.0
+
+    @property
+    def search_epochs(self) -> float | None:
+        """The epochs the cheap phase may spend (the rest finishes stopped trials); None: no budget."""
+        return None if self.budget_epochs is None else self.budget_epochs - self.reserve_epochs
+
+
+    def expected_trials(self) -> int:
+        """About how many configurations the cheap phase samples with ``trials: null`` (for the progress count)."""
+        from sparsecli.tuning.scheduler import rungs
+
+        fidelities = [*rungs(self.min_epochs, self.full_epochs, self.reduction_factor), self.full_epochs]
+        per_trial = fidelities[0] + sum((b - a) / self.reduction_factor ** (k + 1)
+                                        for k, (a, b) in enumerate(zip(fidelities, fidelities[1:])))
+        return max(1, math.ceil((self.search_epochs or 0) / per_trial))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -90,8 +120,8 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
     """Both phases; returns every trial. Raises ``Interrupted`` if Ray was stopped early."""
     from ray import tune
 
-    from sparsecli.tuning.scheduler import ParetoASHA
-    from sparsecli.tuning.searcher import FidelitySearch, make_sampler
+    from sparsecli.tuning.scheduler import ParetoASHA, rungs
+    from sparsecli.tuning.searcher import FidelitySearch
     from sparsecli.tuning.space import optuna_space
     from sparsecli.tuning.trainable import CONTINUE_KEY, run_trial
 
@@ -100,16 +130,18 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
                                      meta=meta, full_epochs=plan.full_epochs)
 
     def fresh_search():
-        searcher = FidelitySearch(optuna_space(params.tune.space), plan.objectives, plan.full_epochs,
-                                  make_sampler(plan.searcher, plan.seed, plan.startup_trials), plan.budget_epochs)
+        fidelities = [*rungs(plan.min_epochs, plan.full_epochs, plan.reduction_factor), plan.full_epochs]
+        searcher = FidelitySearch(optuna_space(params.tune.space), plan.objectives, fidelities, plan.searcher,
+                                  plan.seed, plan.startup_trials, plan.search_epochs, plan.trials)
         scheduler = ParetoASHA(plan.objectives, plan.min_epochs, plan.full_epochs, plan.reduction_factor,
                                plan.budget_epochs, strict=plan.second_phase)
-        return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials,
+        return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials or -1,
                                max_concurrent_trials=workers)
 
-    results = _run_phase("search", storage, trainable, restore, fresh_search, None, plan, plan.trials, progress)
+    expected = plan.trials or plan.expected_trials()
+    results = _run_phase("search", storage, trainable, restore, fresh_search, None, plan, expected, progress)
     records = sorted((_record(r, "search", plan) for r in results), key=lambda r: r.name)
-    if _unfinished(results) or (len(records) < plan.trials and not _budget_spent(records, plan)):
+    if _unfinished(results) or (plan.trials and len(records) < plan.trials and not _search_spent(records, plan)):
         raise Interrupted()
     if not plan.second_phase:
         return records
@@ -126,23 +158,40 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
 
 
 def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[TrialRecord]:
-    """Stopped trials feasible and non-dominated at their epoch, cheapest to finish first, within budget."""
+    """The stopped trials to finish at ``max_epochs``, most promising first, as many as the budget pays for.
+
+    A candidate is a stopped trial with a checkpoint whose last result is feasible as far as a
+    short training tells (thresholds on settled metrics). Each is ranked among every trial's
+    result at the same epoch by the non-domination rank of the feasible-so-far ones: first every
+    trial no other trial beat at its epoch, then the next layer, and so on; within a layer, the
+    one trained longest (the better evidence, and the cheaper to finish) first, then in the
+    order a greedy hypervolume-subset selection takes them (``greedy_hypervolume_order``, from
+    ``rung_reference``). Without a budget,
+    only the first layer is finished; with one, candidates are taken in that order while the
+    epochs left pay for them (a candidate too dear is skipped for cheaper ones), so the budget
+    is spent.
+    """
     objectives = plan.objectives
     at_epoch: dict[int, dict[str, dict]] = defaultdict(dict)
     for record in records:
         for row in record.history:
             at_epoch[int(row["epoch"])][record.name] = row
-    chosen = []
-    for record in records:
-        if record.status != "stopped" or not record.checkpoint or not objectives.feasible(record.result, final=False):
-            continue
-        here = objectives.vector(record.result)
-        peers = (row for name, row in at_epoch[record.epochs].items() if name != record.name)
-        if not any(dominates(objectives.vector(row), here) for row in peers):
-            chosen.append(record)
-    chosen.sort(key=lambda r: (plan.full_epochs - r.epochs, r.name))
+    rank_at: dict[tuple[int, str], tuple[int, int]] = {}
+    for epoch, rows in at_epoch.items():
+        names = [name for name, row in rows.items() if objectives.feasible(row, final=False)]
+        points = [objectives.vector(rows[n]) for n in names]
+        reference = rung_reference(objectives, points)
+        ranks = nondomination_ranks(points)
+        for rank in set(ranks):
+            members = [i for i, r in enumerate(ranks) if r == rank]
+            for position, j in enumerate(greedy_hypervolume_order([points[i] for i in members], reference)):
+                rank_at[epoch, names[members[j]]] = (rank, position)
+    chosen = [r for r in records if r.status == "stopped" and r.checkpoint
+              and objectives.feasible(r.result, final=False) and (r.epochs, r.name) in rank_at]
+    # a layer at a time; in a layer, the longest-trained first, then by hypervolume contribution
+    chosen.sort(key=lambda r: (rank_at[r.epochs, r.name][0], -r.epochs, rank_at[r.epochs, r.name][1], r.name))
     if plan.budget_epochs is None:
-        return chosen
+        return [r for r in chosen if rank_at[r.epochs, r.name][0] == 0]
     left = plan.budget_epochs - sum(r.cost_epochs for r in records)
     fitting = []
     for record in chosen:
@@ -150,6 +199,32 @@ def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[Tria
             fitting.append(record)
             left -= plan.full_epochs - record.epochs
     return fitting
+
+
+def rung_reference(objectives: Objectives, points: list[tuple[float, ...]]) -> tuple[float, ...]:
+    """A hypervolume reference for results short of full fidelity: the thresholds of settled
+    metrics (exact at any epoch), and for the others the worst value among ``points`` (a short
+    training's accuracy is mostly below the full-length threshold)."""
+    reference = objectives.reference()
+    worst = [min((p[k] for p in points), default=reference[k]) for k in range(len(reference))]
+    return tuple(ref if METRICS[m].settled else min(ref, lo)
+                 for m, ref, lo in zip(objectives.metrics, reference, worst))
+
+
+def greedy_hypervolume_order(points: list[tuple[float, ...]], reference: tuple[float, ...]) -> list[int]:
+    """Indices in the order a greedy hypervolume-subset selection takes them (largest gain first;
+    ties: the earlier index). Extremes of a front add little area near the reference, so the
+    few finishing trainings a budget allows go to the points that widen the front most."""
+    order, taken, volume = [], [], 0.0
+    left = list(range(len(points)))
+    while left:
+        gains = [(hypervolume(taken + [points[i]], reference) - volume, -i) for i in left]
+        gain, best = max(gains)
+        order.append(-best)
+        taken.append(points[-best])
+        volume += gain
+        left.remove(-best)
+    return order
 
 
 def _run_phase(name, storage, trainable, restore, tune_config, space, plan, total, progress):
@@ -221,8 +296,8 @@ def _unfinished(results) -> bool:
     return results.num_terminated + results.num_errors < len(results)
 
 
-def _budget_spent(records: list[TrialRecord], plan: Plan) -> bool:
-    return plan.budget_epochs is not None and sum(r.cost_epochs for r in records) >= plan.budget_epochs
+def _search_spent(records: list[TrialRecord], plan: Plan) -> bool:
+    return plan.search_epochs is not None and sum(r.cost_epochs for r in records) + plan.min_epochs > plan.search_epochs
 
 
 class _keep_sigint_handler:

@@ -1,28 +1,38 @@
-"""The searcher: Optuna's multi-objective samplers through Ray Tune's ``OptunaSearch``.
+"""The searcher: one multi-objective Optuna model per fidelity (BOHB's recipe), run by Ray Tune.
 
-``OptunaSearch`` tells Optuna a trial's *last* result as a complete evaluation whenever Ray
-ends the trial, including when the scheduler stopped it after a few epochs. With
-multi-fidelity that would feed Optuna low-fidelity accuracies as if they were final, and the
-sampler would learn that short trainings are the best configurations. ``FidelitySearch``
-tells Optuna instead:
+A Ray ``Searcher`` (not ``OptunaSearch``, which tells Optuna a trial's *last* result as a
+complete evaluation, so a trial stopped after a few epochs would be taken for a final one).
+It keeps one Optuna study per fidelity: each ASHA rung (``min_epochs * rf**k`` epochs) and
+the full training (``max_epochs``). A trial reaching a rung is told to that rung's study as
+a complete evaluation *at that fidelity*, with one Optuna constraint per threshold
+(``create_trial(constraints=...)`` / ``Trial.set_constraint``), so TPE and NSGA-II rank
+infeasible trials below feasible ones and steer toward feasibility. Below full fidelity
+only thresholds on settled metrics count (weight sparsity: fixed masks, exact after one
+epoch; ``Objectives.constraints(final=False)``): a short training's accuracy below the
+threshold says little about the full one's.
 
-- a trial that reached ``full_epochs``: COMPLETE, with its objective values and one Optuna
-  constraint per threshold (``Trial.set_constraint``, Optuna 5), so TPE and NSGA-II rank
-  infeasible trials below feasible ones and steer toward feasibility;
-- a trial the scheduler stopped earlier: PRUNED, with no values (TPE counts pruned trials
-  among the poor ones, as with Optuna's own pruners; NSGA-II ignores them), and constraints
-  only for thresholds on settled metrics (weight sparsity: fixed masks, so exact after one
-  epoch), which lets TPE rank a pruned trial that can never be feasible as infeasible;
-- a trial that crashed or diverged (NaN loss): FAIL.
+A new configuration is sampled from the study of the highest fidelity that holds at least
+``startup_trials`` evaluations (Falkner et al., 2018, "BOHB": the most faithful model with
+enough data); before any has, from the cheapest one's sampler, which draws at random
+until then. So every stopped trial teaches the sampler where to go next, and the full
+study, the only one told full-fidelity values, takes over once enough trials finished. The
+asked-for trial stays RUNNING in the study it was drawn from until it reaches that study's
+fidelity (TPE's constant liar counts it as poor meanwhile, so parallel workers spread out);
+stopped earlier, crashed or diverged, it ends there as FAIL, which no sampler learns from.
 
-It also stops suggesting trials once the budget's epochs are spent; its cost ledger is saved
-with the searcher, so a resumed run keeps counting.
+Nothing here decides what is *an answer*: the front is built from full-fidelity trials
+only (``analysis``). The searcher also stops suggesting once the epochs given to it are
+spent (``budget_epochs``: counting what the running trials will spend to reach their next
+fidelity) or ``max_trials`` configurations were sampled; its state
+(studies, cost ledger) is saved with the experiment, so a resumed run keeps both.
 """
 
 from __future__ import annotations
 
+import pickle
+from typing import Any
+
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.trainable import DIVERGED_KEY
@@ -41,37 +51,113 @@ def make_sampler(name: str, seed: int, startup_trials: int):
     raise ValueError(f"unknown searcher {name!r}")
 
 
-class FidelitySearch(OptunaSearch):
-    def __init__(self, space: dict, objectives: Objectives, full_epochs: int, sampler,
-                 budget_epochs: float | None = None):
-        super().__init__(space=space, metric=list(objectives.metrics), mode=list(objectives.modes), sampler=sampler)
+class FidelitySearch(Searcher):
+    """Optuna studies per fidelity (``fidelities``: increasing epochs, the last = full training)."""
+
+    def __init__(self, space: dict, objectives: Objectives, fidelities: list[int], searcher: str, seed: int,
+                 startup_trials: int, budget_epochs: float | None = None, max_trials: int | None = None):
+        import optuna
+
+        super().__init__(metric=None, mode=None)
+        self.space = space
         self.objectives = objectives
-        self.full_epochs = full_epochs
+        self.fidelities = sorted(set(fidelities))
+        self.full_epochs = self.fidelities[-1]
+        self.startup_trials = startup_trials
         self.budget_epochs = budget_epochs
+        self.max_trials = max_trials
+        directions = ["maximize" if mode == "max" else "minimize" for mode in objectives.modes]
+        self.studies = {
+            f: optuna.create_study(directions=directions, sampler=make_sampler(searcher, seed + 7919 * i, startup_trials))
+            for i, f in enumerate(self.fidelities)
+        }
+        self.trials: dict[str, dict[str, Any]] = {}  # Ray trial id -> params, the study it was drawn from, fidelities told
         self.spent: dict[str, int] = {}
 
+    # ------------------------------------------------------------ Ray's Searcher API
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # objectives are our own; Ray's single metric/mode does not apply
+
     def suggest(self, trial_id: str):
-        if self.budget_epochs is not None and sum(self.spent.values()) >= self.budget_epochs:
+        if self.budget_epochs is not None and self.committed() + self.fidelities[0] > self.budget_epochs:
+            return Searcher.FINISHED  # a new configuration could not even reach the first rung
+        if self.max_trials is not None and len(self.trials) >= self.max_trials:
             return Searcher.FINISHED
-        return super().suggest(trial_id)
+        fidelity = self.model_fidelity()
+        ot_trial = self.studies[fidelity].ask(self.space)
+        self.trials[trial_id] = {"params": dict(ot_trial.params), "drawn_from": fidelity, "number": ot_trial.number,
+                                 "told": set()}
+        return dict(ot_trial.params)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.spent[trial_id] = max(self.spent.get(trial_id, 0), result.get("cost_epochs", 0))
+        self._observe(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         from optuna.trial import TrialState
 
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        entry = self.trials.get(trial_id)
+        if entry is None:
             return
-        ot_trial = self._ot_trials[trial_id]
-        if error or not result or DIVERGED_KEY in result:
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-        elif result.get("epoch", 0) >= self.full_epochs:
-            for metric, value in self.objectives.constraints(result).items():
+        entry["done"] = True
+        if result and not error:
+            self.spent[trial_id] = max(self.spent.get(trial_id, 0), result.get("cost_epochs", 0))
+            self._observe(trial_id, result)
+        if entry["number"] is not None:  # it never reached the fidelity it was drawn for
+            self.studies[entry["drawn_from"]].tell(entry["number"], state=TrialState.FAIL)
+            entry["number"] = None
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+    def committed(self) -> int:
+        """Epochs spent, plus those the running trials will spend to reach their next fidelity."""
+        total = sum(self.spent.values())
+        for trial_id, entry in self.trials.items():
+            spent = self.spent.get(trial_id, 0)
+            if not entry.get("done") and spent not in self.fidelities:  # at a rung: stopped unless promoted
+                total += next((f for f in self.fidelities if f > spent), spent) - spent
+        return total
+
+    # ------------------------------------------------------------ the models
+
+    def model_fidelity(self) -> int:
+        """The highest fidelity whose study holds ``startup_trials`` evaluations; else the cheapest."""
+        from optuna.trial import TrialState
+
+        for fidelity in reversed(self.fidelities):
+            done = self.studies[fidelity].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if len(done) >= self.startup_trials:
+                return fidelity
+        return self.fidelities[0]
+
+    def _observe(self, trial_id: str, result: dict) -> None:
+        """Tell the result's fidelity study, once per fidelity, with that fidelity's constraints."""
+        import optuna
+
+        entry = self.trials.get(trial_id)
+        epoch = result.get("epoch")
+        if entry is None or epoch not in self.studies or epoch in entry["told"] or DIVERGED_KEY in result:
+            return
+        if any(m not in result for m in self.objectives.metrics):
+            return
+        entry["told"].add(epoch)
+        values = [float(result[m]) for m in self.objectives.metrics]
+        constraints = self.objectives.constraints(result, final=epoch >= self.full_epochs)
+        study = self.studies[epoch]
+        if entry["drawn_from"] == epoch and entry["number"] is not None:
+            ot_trial = optuna.trial.Trial(study, study._storage.get_trial_id_from_study_id_trial_number(
+                study._study_id, entry["number"]))
+            for metric, value in constraints.items():
                 ot_trial.set_constraint(metric, value)
-            self._ot_study.tell(ot_trial, [float(result[m]) for m in self.objectives.metrics])
+            study.tell(ot_trial, values)
+            entry["number"] = None
         else:
-            for metric, value in self.objectives.constraints(result, final=False).items():
-                ot_trial.set_constraint(metric, value)  # settled metrics only: exact at any fidelity
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
+            study.add_trial(optuna.trial.create_trial(params=entry["params"], distributions=self.space,
+                                                      values=values, constraints=constraints))

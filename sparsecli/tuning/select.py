@@ -2,9 +2,14 @@
 
 - ``max_accuracy``: the most accurate front point (ties: the sparser in weights).
 - ``max_sparsity``: the front point with the highest weight sparsity (ties: the more accurate).
-- ``knee``: the balanced compromise. Each objective is min-max normalised over the front
-  (1 = the front's best value, 0 = its worst); the point nearest the ideal point (all 1s),
-  by Euclidean distance, wins (ties: the earlier trial). A one-point front is its own knee.
+- ``knee``: the balanced compromise. Each objective is normalised from the hypervolume
+  reference point (its threshold, or the metric's worst value; 0) to the front's best value
+  (1), so a coordinate measures the share of what was gained *above the threshold* that a
+  point keeps; the point nearest the ideal point (all 1s), by Euclidean distance, wins
+  (ties: the earlier trial). A one-point front is its own knee. Normalising over the front's
+  own range instead (min-max) would put every point of a two-point front at distance 1 from
+  the ideal: a tie, whatever the trade-off. Where the reference is not below the front's
+  worst value (a min objective's worst case, say), that worst value is the 0.
 
 Every rule is deterministic for a given front, so ``best_params.yaml`` follows from
 ``pareto.csv`` alone.
@@ -29,14 +34,19 @@ def select(results: Sequence[dict], objectives: Objectives, rule: str) -> int:
     if rule == "max_sparsity":
         return max(range(len(results)), key=lambda i: (results[i]["weight_sparsity"], results[i]["accuracy"], -i))
     if rule == "knee":
-        return knee([objectives.vector(r) for r in results])
+        return knee([objectives.vector(r) for r in results], objectives.reference())
     raise ValueError(f"unknown selection rule {rule!r}; one of {', '.join(RULES)}")
 
 
-def knee(points: Sequence[Sequence[float]]) -> int:
-    """The point nearest the ideal after min-max normalising each objective (maximisation form)."""
+def knee(points: Sequence[Sequence[float]], reference: Sequence[float] | None = None) -> int:
+    """The point nearest the ideal, each objective scaled from ``reference`` (0) to the front's best (1).
+
+    Points are in maximisation form; without a reference, the front's worst value is the 0
+    (min-max normalisation).
+    """
     dims = range(len(points[0]))
-    lo = [min(p[k] for p in points) for k in dims]
+    worst = [min(p[k] for p in points) for k in dims]
+    lo = worst if reference is None else [min(reference[k], worst[k]) for k in dims]
     hi = [max(p[k] for p in points) for k in dims]
 
     def distance(p) -> float:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sparsecli.evaluation import Split
 from sparsecli.sparse.stats import activity, weight_sparsity
+from sparsecli.tuning.metrics import NAMES
 from sparsecli.tuning.space import trial_params
 
 CHECKPOINT_FILE = "trial.pt"
@@ -25,15 +26,18 @@ CONTINUE_KEY = "continue_from"  # second phase: the checkpoint folder of the che
 
 
 def trial_metrics(model, val: Split, record: dict) -> dict:
-    """What a trial reports after an epoch (every objective is measured on the val split)."""
+    """What a trial reports after an epoch: every metric of ``metrics.NAMES`` (on the val split), then the curves."""
     overall, _ = weight_sparsity(model)
     act = activity(model, val.x)
-    return {
-        "epoch": record["epoch"],
+    measured = {
         "accuracy": record["val_accuracy"],
         "weight_sparsity": overall,
         "activation_sparsity": act["activation_sparsity"],
         "mac_reduction": act["mac_reduction"],
+    }
+    return {
+        "epoch": record["epoch"],
+        **{name: measured[name] for name in NAMES},
         "train_loss": record["train_loss"],
         "train_accuracy": record["train_accuracy"],
         "val_loss": record["val_loss"],
@@ -47,12 +51,15 @@ def run_trial(config: dict, *, base: dict, keys: list[str], splits: dict, meta: 
     from ray import tune
 
     from sparsecli.models import build_model
+    from sparsecli.sparse.dynamic import dynamic_sparsity
     from sparsecli.training import DivergedError, FitState, fit
 
     torch.set_num_threads(1)  # one CPU per trial; concurrency comes from running trials side by side
     config = config.get("candidate", config)  # second phase: a grid over candidate configurations
-    params = trial_params(base, {key: config[key] for key in keys})
+    # train.epochs = the full training, so schedules that span it (lr, dynamic sparsity) match `train`'s
+    params = trial_params(base, {key: config[key] for key in keys} | {"train.epochs": full_epochs})
     model = build_model(params, meta)
+    dynamic = dynamic_sparsity(model, params, len(splits["train"]))  # ERK masks and the SET/RigL hook, as in train
     state, spent_epochs, spent_seconds = None, 0, 0.0
     own = tune.get_checkpoint()
     source = own.path if own is not None else config.get(CONTINUE_KEY)
@@ -67,7 +74,8 @@ def run_trial(config: dict, *, base: dict, keys: list[str], splits: dict, meta: 
     start = time.perf_counter()
 
     def cost(epoch: int) -> dict:
-        return {"cost_epochs": spent_epochs + epoch - first_epoch, "wall_seconds": spent_seconds + time.perf_counter() - start}
+        return {"cost_epochs": spent_epochs + epoch - first_epoch, "wall_seconds": spent_seconds + time.perf_counter() - start,
+                "reported_at": time.time()}  # when, across trials (anytime curves of a search)
 
     def on_epoch(record: dict, fit_state: FitState) -> None:
         last_epoch[0] = record["epoch"]
@@ -84,9 +92,13 @@ def run_trial(config: dict, *, base: dict, keys: list[str], splits: dict, meta: 
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
-        fit(model, params.train, splits, seed=params.seed, epochs=full_epochs, state=state, on_epoch=on_epoch)
+        fit(model, params.train, splits, seed=params.seed, epochs=full_epochs, state=state, after_step=dynamic,
+            on_epoch=on_epoch)
     except DivergedError as e:
         # A normal outcome of a search, not a crash: end the trial with a result saying so
         # (a raised error would cost a new Ray worker); it is recorded as failed all the same.
         epoch = last_epoch[0] + 1
         tune.report({"epoch": epoch, DIVERGED_KEY: str(e)} | cost(epoch))
+    finally:
+        if dynamic is not None:
+            dynamic.close()

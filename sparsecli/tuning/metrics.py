@@ -1,0 +1,37 @@
+"""The one list of metrics a tune trial reports: names, threshold ranges, reference values.
+
+Everything else takes the names from here: the params check (``tune.objectives.*.metric``
+and its threshold range), the objectives and the hypervolume reference, the trainable's
+report, the progress lines, the trial history and the CSV columns. Adding an objective (e.g.
+a hardware-predicted latency) is one ``Metric`` entry below plus the trainable computing it
+(``sparsecli.tuning.trainable.trial_metrics``; a test checks that it reports every name).
+
+A leaf module (no imports from the package): ``sparsecli.params`` reads it without torch or Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    description: str
+    low: float | None  # the range a threshold may take (None: unbounded)
+    high: float | None
+    worst: float  # the hypervolume reference of a ``max`` objective without threshold
+    settled: bool  # its value after the first epoch is final, so a short trial already shows whether it meets its threshold
+    tag: str | None = None  # its TensorBoard scalar in a trial's run (None: logged with the training curves)
+
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric("accuracy on the val split", 0.0, 1.0, 0.0, settled=False),  # val_accuracy in TensorBoard
+    "weight_sparsity": Metric("fraction of zero weights, all weight layers", 0.0, 1.0, 0.0, settled=True,
+                              tag="sparsity/weights"),  # fixed masks
+    # kWTA fixes it, but ReLU layers' activation sparsity (and with it the MACs) moves with training
+    "activation_sparsity": Metric("fraction of zero hidden activations on the val split", 0.0, 1.0, 0.0,
+                                  settled=False, tag="sparsity/activations"),
+    "mac_reduction": Metric("dense MACs / non-zero MACs per inference on the val split", 1.0, None, 1.0,
+                            settled=False, tag="macs/reduction"),
+}
+NAMES: tuple[str, ...] = tuple(METRICS)
