@@ -11,6 +11,7 @@ Words: ``sparsity`` is the fraction of zeros, ``density`` the fraction of non-ze
 from __future__ import annotations
 
 import re
+import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -681,7 +682,7 @@ def _unknown_keys(raw: Any, model: type[BaseModel], prefix: str) -> str | None:
 def _submodel(annotation: Any) -> tuple[str, type[BaseModel]] | None:
     """('model', cls) for a nested section, ('list', cls) for a list of them, else None."""
     origin = get_origin(annotation)
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin is Union or origin is types.UnionType:
         for arg in get_args(annotation):
             found = _submodel(arg)
             if found:

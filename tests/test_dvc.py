@@ -1,4 +1,5 @@
-"""A real `dvc repro` of the root dvc.yaml in a temporary git repository, on tiny params."""
+"""A real `dvc repro` of the root dvc.yaml and params.yaml (the default template's, with its tiny overlay)
+in a temporary git repository."""
 
 import json
 import os
@@ -8,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import ROOT, TINY
+from conftest import ROOT, apply_overlay, template_overlay
 
 
 def sh(*args, cwd):
@@ -21,7 +22,8 @@ def sh(*args, cwd):
 def dvc_repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvcrepo")
     shutil.copy(ROOT / "dvc.yaml", repo)
-    shutil.copy(TINY, repo / "params.yaml")
+    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
+    apply_overlay(repo / "params.yaml", template_overlay("default"))
     shutil.copy(ROOT / ".gitignore", repo)
     shutil.copy(ROOT / ".dvcignore", repo)  # the templates under sparsecli/ are not part of the project
     shutil.copytree(ROOT / "hardware", repo / "hardware")
@@ -63,18 +65,6 @@ def test_train_ran_with_the_tuned_params(dvc_repo):
     assert not (dvc_repo / ".ray").exists()  # the local Ray cluster cleaned up after itself
 
 
-def test_changing_a_train_param_reruns_tune_and_train(dvc_repo):
-    sh("git", "add", "-A", cwd=dvc_repo)
-    sh("git", "commit", "-qm", "lock", cwd=dvc_repo)
-    params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
-    params["train"]["epochs"] = 2
-    (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params))
-    out = sh("dvc", "repro", cwd=dvc_repo)
-    assert "Stage 'data' didn't change, skipping" in out
-    assert "Running stage 'tune'" in out and "Running stage 'train'" in out
-    assert json.loads((dvc_repo / "metrics" / "train.json").read_text())["epochs"] == 2
-
-
 def test_editing_one_target_file_reruns_only_hardware_map(dvc_repo):
     for out in ("metrics/hardware_map.json", "reports/hardware_map.md", "exports/model.onnx"):
         assert (dvc_repo / out).is_file(), out
@@ -94,10 +84,15 @@ def test_editing_one_target_file_reruns_only_hardware_map(dvc_repo):
         assert after["batch_1"][mode]["throughput_ips"] == pytest.approx(before["batch_1"][mode]["throughput_ips"] / 2)
 
 
-def test_exp_run_with_set_param(dvc_repo):
-    sh("dvc", "exp", "run", "-S", "train.lr=0.02", "--name", "lr002", cwd=dvc_repo)
+def test_exp_run_with_a_train_param_reruns_tune_and_train(dvc_repo):
+    sh("git", "add", "-A", cwd=dvc_repo)
+    sh("git", "commit", "-qm", "lock", cwd=dvc_repo)
+    out = sh("dvc", "exp", "run", "-S", "train.epochs=2", "--name", "epochs2", cwd=dvc_repo)
+    assert "Stage 'data' didn't change, skipping" in out
+    assert "Running stage 'tune'" in out and "Running stage 'train'" in out
+    assert json.loads((dvc_repo / "metrics" / "train.json").read_text())["epochs"] == 2
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=dvc_repo))
-    assert "lr002" in json.dumps(shown)
+    assert "epochs2" in json.dumps(shown)
 
 
 def test_repro_runs_prune_after_train(dvc_repo):

@@ -47,10 +47,12 @@ def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
         "model": workdir / "models" / "pruned.pt",
         "metrics": workdir / "metrics" / "prune.json",
         "runs": workdir / "runs" / "prune",
-        # --sensitivity only: not DVC outputs of the stage
-        "sensitivity_csv": workdir / "reports" / "sensitivity.csv",
-        "sensitivity_plot": workdir / "reports" / "sensitivity.png",
     }
+
+
+def sensitivity_outputs(workdir: Path = Path(".")) -> dict[str, Path]:
+    """What ``sparsecli prune --sensitivity`` writes (an analysis, not DVC outputs of the stage)."""
+    return {"csv": workdir / "reports" / "sensitivity.csv", "plot": workdir / "reports" / "sensitivity.png"}
 
 
 def run(params: Params, workdir: Path = Path("."), progress: Progress | None = None) -> dict:
@@ -165,7 +167,7 @@ def _summary(model: nn.Module, plan: PruningPlan | None, prune: PruneParams, mas
 def sensitivity(params: Params, workdir: Path = Path("."), progress: Progress | None = None) -> dict:
     """Val accuracy of the trained model with each prunable layer alone magnitude-pruned (no fine-tuning)."""
     progress = progress or Progress()
-    paths = outputs(workdir)
+    paths = sensitivity_outputs(workdir)
     model, _, splits, _ = _load(workdir)
     layers = selected_layers(model, params.prune)
     sparsities = sorted(set(params.prune.sensitivity))
@@ -181,15 +183,15 @@ def sensitivity(params: Params, workdir: Path = Path("."), progress: Progress | 
         progress.message(f"sensitivity: {name}: val accuracy {mine[0]['val_accuracy']:.4f} at sparsity "
                          f"{mine[0]['sparsity']}, {mine[-1]['val_accuracy']:.4f} at {mine[-1]['sparsity']}")
     write_all({
-        paths["sensitivity_csv"]: lambda tmp: tmp.write_text(csv_text(rows, SENSITIVITY_COLUMNS)),
-        paths["sensitivity_plot"]: lambda tmp: _plot(rows, tmp),
+        paths["csv"]: lambda tmp: tmp.write_text(csv_text(rows, SENSITIVITY_COLUMNS)),
+        paths["plot"]: lambda tmp: _plot(rows, tmp),
     })
     return {
         "layers": list(layers),
         "sparsities": sparsities,
         "val_accuracy": {name: {str(r["sparsity"]): r["val_accuracy"] for r in rows if r["layer"] == name}
                          for name in layers},
-        "written": f"{paths['sensitivity_csv']}, {paths['sensitivity_plot']}",
+        "written": f"{paths['csv']}, {paths['plot']}",
     }
 
 

@@ -44,8 +44,12 @@ def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
         "trials": folder / "trials.csv",
         "summary": folder / "summary.json",
         "runs": workdir / "runs" / "tune",
-        "ray": folder / "ray",  # Ray's experiments, kept for resuming; not a DVC output
     }
+
+
+def ray_dir(workdir: Path = Path(".")) -> Path:
+    """Ray's experiments, kept for resuming; not a DVC output."""
+    return workdir / "tune" / "ray"
 
 
 def run(params: Params, workdir: Path = Path("."), progress: Progress | None = None, workers: int | None = None,
@@ -60,16 +64,16 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
                           "(it is the hypervolume reference point)")
     splits, meta = read_splits(workdir)
     check_space(params, meta)
-    restore = _prepare_storage(paths["ray"], _fingerprint(params, meta), resume, progress)
+    restore = _prepare_storage(ray_dir(workdir), _fingerprint(params, meta), resume, progress)
     started = time.perf_counter()
     from sparsecli.tuning.session import ray_session
 
     with ray_session(workdir, address, workers) as cpus:
-        records = run_search(params, splits, meta, paths["ray"].resolve(), workers or cpus, restore, progress)
-    analysis = analyse(records, plan, params.tune.select, str(paths["ray"]))
+        records = run_search(params, splits, meta, ray_dir(workdir).resolve(), workers or cpus, restore, progress)
+    analysis = analyse(records, plan, params.tune.select, str(ray_dir(workdir)))
     metrics = summary(records, analysis, plan, params.tune.select, time.perf_counter() - started)
     _write(paths, records, analysis, metrics, params, plan)
-    _mark_finished(paths["ray"])
+    _mark_finished(ray_dir(workdir))
     progress.message(f"tune: {metrics['front_size']} Pareto-optimal of {metrics['feasible']} feasible "
                      f"full-fidelity trials; selected {analysis.selected.name} ({params.tune.select})")
     return metrics
