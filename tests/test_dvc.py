@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -127,5 +128,107 @@ def test_stage_params_are_the_keys_the_stages_read():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["prune"]["params"] == ["prune"]
     assert "sparsity" in stages["train"]["params"]
-    assert stages["prune"]["outs"] == ["models/pruned.pt", "runs/prune"]
     assert "models/train.pt" in stages["prune"]["deps"]
+
+
+# ---------------------------------------------------------------- dvc.yaml against the code
+
+# Modules that cannot change a stage's result: the version string, progress lines, exception types.
+NO_RESULT = {"sparsecli/__init__.py", "sparsecli/progress.py", "sparsecli/errors.py"}
+
+
+def _module_file(name: str):
+    rel = ROOT.joinpath(*name.split("."))
+    for candidate in (rel.with_suffix(".py"), rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path) -> set[str]:
+    """Every sparsecli module a file imports, at the top or inside a function."""
+    import ast
+
+    package = ".".join(path.relative_to(ROOT).parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return {n for n in found if n.startswith("sparsecli.")}
+
+
+def derived_code_deps(stage: str) -> list[str]:
+    """A stage's code dependencies: the modules its module imports, transitively, as dvc.yaml names them
+    (a subpackage as its folder). Another stage's module is imported only for its outputs(): its file
+    counts, its own imports do not."""
+    own = ROOT / "sparsecli" / "stages" / f"{stage}.py"
+    todo, seen = [own], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imports(path):
+            parts = name.split(".")
+            todo += [f for f in (_module_file(".".join(parts[:i])) for i in range(2, len(parts))) if f]  # packages
+            module = _module_file(name)
+            if module is None:
+                continue
+            if name.startswith("sparsecli.stages.") and module != own:
+                seen.add(module)
+            else:
+                todo.append(module)
+    deps = set()
+    for path in seen:
+        rel = path.relative_to(ROOT)
+        if str(rel) in NO_RESULT or rel.parts[1] == "stages" and rel.name == "__init__.py":
+            continue
+        deps.add(str(rel) if len(rel.parts) == 2 or rel.parts[1] == "stages" else "/".join(rel.parts[:2]))
+    return sorted(deps)
+
+
+def _stages(path=ROOT / "dvc.yaml") -> dict:
+    return yaml.safe_load(path.read_text())["stages"]
+
+
+def _names(entries) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+def test_code_deps_are_the_stage_modules_imports():
+    for name, stage in _stages().items():
+        code = sorted(d for d in stage.get("deps", []) if d.startswith("sparsecli/"))
+        assert code == derived_code_deps(name.replace("-", "_")), name
+
+
+def test_dvc_outputs_are_the_stages_outputs():
+    from importlib import import_module
+
+    for name, stage in _stages().items():
+        declared = _names(stage.get("outs")) + _names(stage.get("metrics")) + _names(stage.get("plots"))
+        module = import_module(f"sparsecli.stages.{name.replace('-', '_')}")
+        assert sorted(declared) == sorted(str(p) for p in module.outputs(Path(".")).values()), name
+
+
+def test_template_pipelines_are_the_root_pipeline_without_code_deps():
+    from sparsecli import scaffold
+
+    def without_code(stages):
+        for stage in stages.values():
+            stage["deps"] = [d for d in stage.get("deps", []) if not d.startswith("sparsecli/")] or None
+            if stage["deps"] is None:
+                del stage["deps"]
+        return stages
+
+    root = without_code(_stages())
+    for name in scaffold.templates():
+        template = _stages(Path(str(scaffold.TEMPLATES / name / "dvc.yaml")))
+        if name == "mnist":  # its data stage also depends on the IDX files (data.path)
+            assert template["data"].pop("deps") == ["raw/mnist"]
+        assert template == root, name

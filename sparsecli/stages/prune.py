@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from sparsecli import checkpoint
-from sparsecli.atomic import csv_text, json_text, write_all
+from sparsecli.atomic import aside, csv_text, json_text, replace_dir, write_all
 from sparsecli.errors import CheckpointError
 from sparsecli.evaluation import Split, evaluate, model_metrics
 from sparsecli.params import Params, PruneParams
@@ -65,7 +65,8 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
     masks_before = {name: layer.mask.clone() for name, layer in weight_layers(model).items()}
     before = model_metrics(model, splits, trained.train.noise_levels, trained.seed)
     result = trained.model_copy(update={"prune": prune})
-    tracker = Tracker(paths["runs"])
+    runs = aside(paths["runs"])  # renamed to runs/prune once every output is written
+    tracker = Tracker(runs)
     try:
         history, updates = _prune_and_finetune(model, plan, prune, trained, splits, tracker, progress)
         after = model_metrics(model, splits, trained.train.noise_levels, trained.seed)
@@ -80,6 +81,7 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
                                                     prune=record, metrics=checkpoint.scalars(metrics)),
         paths["metrics"]: lambda tmp: tmp.write_text(json_text(metrics)),
     })
+    replace_dir(runs, paths["runs"])
     return metrics
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from sparsecli import checkpoint
-from sparsecli.atomic import csv_text, json_text, write_all
+from sparsecli.atomic import aside, csv_text, json_text, replace_dir, write_all
 from sparsecli.errors import CheckpointError
 from sparsecli.evaluation import model_metrics
 from sparsecli.models import build_model
@@ -64,7 +64,8 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
     state = _resume_state(resume, fingerprint, model)
     if state is not None:
         progress.message(f"train: resuming after epoch {state.epoch} from {resume}")
-    tracker = Tracker(paths["runs"], fresh=state is None)
+    runs = aside(paths["runs"])  # renamed to runs/train once every output is written
+    tracker = Tracker(runs)
     for record in state.history if state else []:
         tracker.epoch(record)
 
@@ -93,6 +94,7 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
         paths["metrics"]: lambda tmp: tmp.write_text(json_text(metrics)),
         paths["history"]: lambda tmp: tmp.write_text(csv_text(state.history, list(state.history[0]) if state.history else ["epoch"])),
     })
+    replace_dir(runs, paths["runs"])
     resume.unlink(missing_ok=True)
     return metrics
 

@@ -25,7 +25,7 @@ import yaml
 
 from sparsecli.atomic import csv_text, json_text, write_all, write_json
 from sparsecli.errors import ParamsError, SparsecliError
-from sparsecli.params import Params
+from sparsecli.params import Params, check_stage
 from sparsecli.progress import Progress
 from sparsecli.training import read_splits
 from sparsecli.tuning.analysis import Analysis, analyse, summary
@@ -57,6 +57,7 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
     """Search, then write the outputs; returns the summary metrics. Raises before Ray starts on bad params."""
     progress = progress or Progress()
     paths = outputs(workdir)
+    check_stage(params, "tune")  # tune.min_epochs against train.epochs (the CLI checks it when loading)
     plan = Plan.from_params(params)
     missing = plan.objectives.missing_reference()
     if missing is not None:
@@ -173,7 +174,8 @@ def _write_runs(target: Path, records: list[TrialRecord], rows: list[dict], keys
     folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     choices = {d.key: d.values for d in params.tune.space if d.dist == "choice"}
     discrete = {k: v for k, v in choices.items() if len({type(x) for x in v}) == 1 and None not in v}
-    hparams_experiment(folder, {**{k: rows[0][k] if k in discrete else 0.0 for k in keys}, "phase": "search"},
+    hparams_experiment(folder, {**params.flat(), **{k: rows[0][k] if k in discrete else 0.0 for k in keys},
+                                "phase": "search"},
                        list(HPARAM_METRICS), {**discrete, "phase": ["search", "retrain"]})
     for record, row in zip(records, rows):
         tracker = Tracker(folder / record.name)
