@@ -578,13 +578,28 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as DVC reads it (YAML 1.2 numbers): ``1e-3`` is a float, not the string PyYAML makes of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key.path=value`` with the value parsed as YAML, as ``dvc exp run -S`` does."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ParamsError(f"--set {text!r}: expected key.path=value, e.g. --set train.lr=0.05")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -622,7 +637,7 @@ def read_yaml(path: Path, what: str = "params file") -> dict:
     if not path.is_file():
         raise ParamsError(f"{path}: {what} not found; run from the project root or pass --params PATH")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

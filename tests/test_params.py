@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,27 @@ def test_hardware_map_precisions_are_the_cost_models():
     from sparsecli.targets import PRECISION_BITS
 
     assert set(get_args(Precision)) == set(PRECISION_BITS)
+
+
+def test_numbers_are_read_as_dvc_reads_them_and_never_coerced(tiny_params_path, tmp_path):
+    params = load_params(tiny_params_path, ["train.lr=1e-3", "prune.lr=2"])
+    assert params.train.lr == 0.001 and params.prune.lr == 2.0  # YAML 1.2 exponents; an int is a valid float
+    for override, message in (("train.epochs=6.0", "train.epochs = 6.0: must be an integer"),
+                              ("train.epochs='6'", "train.epochs = '6': must be an integer"),
+                              ("train.lr='0.1'", "train.lr = '0.1': must be a number"),
+                              ("train.epochs=true", "train.epochs = True: must be an integer"),
+                              ("data.standardize=1", "data.standardize = 1: must be true or false")):
+        with pytest.raises(ParamsError, match=re.escape(message)):
+            load_params(tiny_params_path, [override])
+    empty = tmp_path / "params.yaml"
+    empty.write_text("# nothing\n")
+    with pytest.raises(ParamsError, match="params.yaml: empty; write the params file's sections"):
+        load_params(empty)
+
+
+def test_cross_section_checks_belong_to_the_stage_that_reads_both(tiny_params_path):
+    from sparsecli.params import check_stage
+
+    params = load_params(tiny_params_path, ["tune.min_epochs=5"], stage="train")  # train does not read tune
+    with pytest.raises(ParamsError, match=r"tune.min_epochs = 5: must be <= the full training, train.epochs \(3\)"):
+        check_stage(params, "tune")
