@@ -23,6 +23,7 @@ def test_report_has_a_section_per_stage_that_ran_and_is_self_contained(tmp_path,
     assert sections_of(html) == result["sections"] == ["data", "training", "sparsity", "noise", "prune", "hardware",
                                                        "benchmark"]
     assert "<h3>cpu-local (calibrated, fp32)</h3>" in html
+    assert "predicted / measured" in html  # cpu-local's cost model against a timing here
     assert html.count("data:image/png;base64,") == result["figures"] >= 5
     assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing loaded from outside
     markdown = (project / "reports" / "index.md").read_text()
@@ -64,3 +65,22 @@ def test_init_refuses_a_non_empty_directory(tmp_path):
     result = runner.invoke(app, ["init", str(tmp_path / "new"), "--pipeline", "nope"])
     assert result.exit_code == 2 and "no such template; choose one of: default" in result.output
     assert not (tmp_path / "new").exists()
+
+
+def test_hardware_section_shows_the_hls_csim_accuracy_and_the_cpu_check(tmp_path):
+    import json
+
+    from sparsecli.report.sections import hardware_section
+    from sparsecli.stages.report import stage_outputs
+
+    out = stage_outputs(tmp_path)
+    out["hardware_map"]["metrics"].parent.mkdir(parents=True)
+    out["hardware_map"]["metrics"].write_text(json.dumps({
+        "model": "models/pruned.pt", "test_accuracy": 0.95, "onnx_argmax_agreement": 1.0,
+        "hls_csim_accuracy": 0.93, "hls_relu_float_accuracy": 0.94,
+        "targets": {"cpu-local": {"label": "calibrated", "precision": "fp32", "measured_dense_s": {"1": 1e-4},
+                                  "predicted_over_measured_dense": {"1": 0.8}}}}))
+    section = hardware_section(out)
+    assert any("HLS C simulation" in t and "93.0%" in t and "94.0%" in t for t in section.text)
+    check = next(t for t in section.tables if "predicted / measured" in t.headers)
+    assert check.rows == [["cpu-local", "1", "100 µs", "0.8"]]
