@@ -13,10 +13,37 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.26 carries its own click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
 
 from sparsecli import __version__
 
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, missing value, bad choice) as one line, like every other error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as e:
+            typer.echo(e.ctx.get_help())
+            code = 0
+        except click_errors.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
+            code = e.exit_code
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="sparsecli",
     help="Experiment workflow for sparse neural networks: each command is one DVC pipeline stage.",
     add_completion=False,
@@ -73,19 +100,29 @@ def _progress(quiet: bool, as_json: bool):
 
 def _run(name: str, params_path: Path, overrides: list[str] | None, as_json: bool, quiet: bool,
          verbose: bool, call: Callable, render: Callable[[dict], str] | None = None,
-         overlays: Callable[[], list] | None = None) -> None:
+         overlays: Callable[[], list] | None = None, outputs: Callable[[], list] | None = None,
+         stage: str | None = None) -> None:
     """Load params, run a stage, print its metrics; every failure becomes one line and an exit code.
 
     ``render`` turns the result into text for humans (by default, a one-line summary);
-    ``overlays`` returns params overlays applied before ``--set`` (train: tune's choice).
+    ``overlays`` returns params overlays applied before ``--set`` (train: tune's choice);
+    ``outputs`` returns the paths the stage will write: checked before any work, and the stage
+    holds a lock on them while it runs (a second run in the same folder refuses).
     """
+    from contextlib import nullcontext
+
     from sparsecli.errors import SparsecliError
 
     try:
+        from sparsecli.atomic import check_writable, stage_lock
         from sparsecli.params import load_params
 
-        params = load_params(params_path, overrides or [], overlays() if overlays else [])
-        metrics = call(params, _progress(quiet, as_json))
+        params = load_params(params_path, overrides or [], overlays() if overlays else [], stage=stage or name)
+        paths = outputs() if outputs else None
+        if paths is not None:
+            check_writable(paths)
+        with stage_lock(Path("."), name) if paths is not None else nullcontext():
+            metrics = call(params, _progress(quiet, as_json))
     except SparsecliError as e:
         if verbose:
             raise
@@ -127,7 +164,7 @@ def data(
 
         return stage.run(p)
 
-    _run("data", params, set_, as_json, quiet, verbose, call)
+    _run("data", params, set_, as_json, quiet, verbose, call, outputs=lambda: _outputs("data"))
 
 
 @app.command()
@@ -151,7 +188,8 @@ def tune(
 
         return stage.run(p, progress=progress, workers=workers, address=address, resume=resume)
 
-    _run("tune", params, set_, as_json, quiet, verbose, call)
+    _run("tune", params, set_, as_json, quiet, verbose, call,
+         outputs=lambda: _outputs("tune", "ray_dir"))
 
 
 @app.command()
@@ -174,7 +212,8 @@ def train(
 
         return param_overlays()
 
-    _run("train", params, set_, as_json, quiet, verbose, call, overlays=overlays)
+    _run("train", params, set_, as_json, quiet, verbose, call, overlays=overlays,
+         outputs=lambda: _outputs("train", "resume_path"))
 
 
 @app.command()
@@ -197,7 +236,13 @@ def prune(
 
         return (stage.sensitivity if sensitivity else stage.run)(p, progress=progress)
 
-    _run("prune --sensitivity" if sensitivity else "prune", params, set_, as_json, quiet, verbose, call)
+    def paths():
+        from sparsecli.stages import prune as stage
+
+        return list((stage.sensitivity_outputs() if sensitivity else stage.outputs()).values())
+
+    _run("prune --sensitivity" if sensitivity else "prune", params, set_, as_json, quiet, verbose, call,
+         outputs=paths, stage="prune")
 
 
 @app.command("hardware-map")
@@ -221,7 +266,7 @@ def hardware_map(
 
         return stage.run(p, progress=progress, hardware_dir=hardware, import_report=import_report)
 
-    _run("hardware-map", params, set_, as_json, quiet, verbose, call)
+    _run("hardware-map", params, set_, as_json, quiet, verbose, call, outputs=lambda: _outputs("hardware_map"))
 
 
 @app.command()
@@ -239,7 +284,8 @@ def benchmark(
 
         return stage.run(p, progress=progress)
 
-    _run("benchmark", params, set_, as_json, quiet, verbose, call, render=_benchmark_summary)
+    _run("benchmark", params, set_, as_json, quiet, verbose, call, render=_benchmark_summary,
+         outputs=lambda: _outputs("benchmark"))
 
 
 def _benchmark_summary(metrics: dict) -> str:
@@ -269,7 +315,17 @@ def report(
 
         return stage.run(p, progress=progress)
 
-    _run("report", params, set_, as_json, quiet, verbose, call, render=_markdown_table if compare else None)
+    _run("report", params, set_, as_json, quiet, verbose, call, render=_markdown_table if compare else None,
+         outputs=None if compare else lambda: _outputs("report"))
+
+
+def _outputs(stage: str, *working: str) -> list[Path]:
+    """What a stage writes: its outputs() and its working files, named by the functions that give their
+    paths (train's resume checkpoint, tune's Ray folder)."""
+    from importlib import import_module
+
+    module = import_module(f"sparsecli.stages.{stage}")
+    return [*module.outputs().values(), *(getattr(module, name)() for name in working)]
 
 
 def _markdown_table(result: dict) -> str:

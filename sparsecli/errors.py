@@ -25,3 +25,15 @@ class InputFileError(SparsecliError):
 
 class CheckpointError(InputFileError):
     """A checkpoint is missing, corrupted or built for another architecture."""
+
+
+class OutputPathError(SparsecliError):
+    """An output cannot be written where it goes (a file in the way, no permission): found before any work."""
+
+    exit_code = 1
+
+
+class LockedError(SparsecliError):
+    """Another run of the same stage is writing the same outputs."""
+
+    exit_code = 1

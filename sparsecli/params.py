@@ -11,6 +11,7 @@ Words: ``sparsity`` is the fraction of zeros, ``density`` the fraction of non-ze
 from __future__ import annotations
 
 import re
+import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -520,18 +521,34 @@ class Params(Section):
     benchmark: BenchmarkParams = BenchmarkParams()
     tune: TuneParams = TuneParams()
 
-    @model_validator(mode="after")
-    def _check_tune_fidelity(self):
-        if self.tune.max_epochs is None and self.tune.min_epochs > self.train.epochs:
-            raise _CrossFieldError(
-                "tune.min_epochs", self.tune.min_epochs,
-                f"must be <= the full training, train.epochs ({self.train.epochs}), or set tune.max_epochs",
-            )
-        return self
 
     def flat(self) -> dict[str, Any]:
         """Every scalar as ``dotted.key -> value`` (for TensorBoard HParams and reports)."""
         return flatten(self.model_dump())
+
+
+# ---------------------------------------------------------------- checks across sections, per stage
+
+# A check that joins two sections belongs to the stage that reads both: `sparsecli train --set
+# train.epochs=3` must not fail because of tune.min_epochs. Stage name -> its checks.
+
+
+def _check_tune_fidelity(params: Params) -> str | None:
+    if params.tune.max_epochs is None and params.tune.min_epochs > params.train.epochs:
+        return (f"tune.min_epochs = {params.tune.min_epochs}: must be <= the full training, "
+                f"train.epochs ({params.train.epochs}), or set tune.max_epochs")
+    return None
+
+
+STAGE_CHECKS = {"tune": (_check_tune_fidelity,)}
+
+
+def check_stage(params: Params, stage: str, source: str = "params.yaml") -> None:
+    """Raise ParamsError for the first cross-section check of ``stage`` that fails."""
+    for check in STAGE_CHECKS.get(stage, ()):
+        problem = check(params)
+        if problem:
+            raise ParamsError(f"{source}: {problem}")
 
 
 # ---------------------------------------------------------------- loading
@@ -565,13 +582,28 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as DVC reads it (YAML 1.2 numbers): ``1e-3`` is a float, not the string PyYAML makes of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key.path=value`` with the value parsed as YAML, as ``dvc exp run -S`` does."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ParamsError(f"--set {text!r}: expected key.path=value, e.g. --set train.lr=0.05")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -609,13 +641,14 @@ def read_yaml(path: Path, what: str = "params file") -> dict:
     if not path.is_file():
         raise ParamsError(f"{path}: {what} not found; run from the project root or pass --params PATH")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise ParamsError(f"{path}: not valid YAML{where}; fix the syntax") from None
     if raw is None:
-        return {}
+        raise ParamsError(f"{path}: empty; write the {what}'s sections (seed, data, model, ...), "
+                          "e.g. copy one from `sparsecli init --list`")
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections (seed, data, model, ...) at the top")
     return raw
@@ -625,30 +658,43 @@ def load_params(
     path: str | Path = "params.yaml",
     overrides: list[str] = (),
     overlays: list[dict[str, Any] | tuple[str, dict[str, Any]]] = (),
+    stage: str | None = None,
 ) -> Params:
     """Read a params file, apply overlays (dotted key -> value) then ``--set`` overrides, validate.
 
-    An overlay given as ``(source, mapping)`` names its source file in errors.
+    The file is validated on its own first, then with each overlay, so an error names the file the
+    wrong value came from: the params file or the overlay (given as ``(source, mapping)``, e.g.
+    tune/best_params.yaml); ``--set`` values are checked as edits of the params file. ``stage``
+    adds that stage's cross-section checks (STAGE_CHECKS).
     """
     path = Path(path)
     raw = read_yaml(path)
+    params = validate(raw, str(path))
     for overlay in overlays:
         source, overlay = overlay if isinstance(overlay, tuple) else (str(path), overlay)
         for key, value in overlay.items():
             set_key(raw, str(key), value, source)
-    for text in overrides:
-        key, value = parse_override(text)
-        set_key(raw, key, value, "--set")
-    return validate(raw, str(path))
+        params = validate(raw, source)
+    if overrides:
+        for text in overrides:
+            key, value = parse_override(text)
+            set_key(raw, key, value, "--set")
+        params = validate(raw, str(path))
+    if stage is not None:
+        check_stage(params, stage, str(path))
+    return params
 
 
 def validate(raw: dict, source: str, model: type[BaseModel] = Params):
-    """Validate a raw dict; the first problem becomes one ParamsError line naming the key."""
+    """Validate a raw dict; the first problem becomes one ParamsError line naming the key.
+
+    Strict: a params file is data, so ``"32"`` is not an integer and ``6.0`` is not an epoch count
+    (an integer is a valid float)."""
     unknown = _unknown_keys(raw, model, "")
     if unknown:
         raise ParamsError(f"{source}: {unknown}")
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw, strict=True)
     except ValidationError as e:
         errors = e.errors()
         first = _describe(errors[0], raw)
@@ -685,7 +731,7 @@ def _unknown_keys(raw: Any, model: type[BaseModel], prefix: str) -> str | None:
 def _submodel(annotation: Any) -> tuple[str, type[BaseModel]] | None:
     """('model', cls) for a nested section, ('list', cls) for a list of them, else None."""
     origin = get_origin(annotation)
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin is Union or origin is types.UnionType:
         for arg in get_args(annotation):
             found = _submodel(arg)
             if found:

@@ -50,10 +50,8 @@ def init(target: Path, pipeline: str = "default", force: bool = False) -> dict:
         raise InitError(f"{target}: directory is not empty; choose a new directory, or pass --force "
                         "to add the template's files (existing files are kept)")
     _require_tools()
-    template = TEMPLATES / pipeline
-    files = {
-        "params.yaml": (template / "params.yaml").read_text(),
-        "dvc.yaml": (template / "dvc.yaml").read_text(),
+    files = dict(_tree(TEMPLATES / pipeline))  # params.yaml, dvc.yaml and any folder the pipeline reads
+    files |= {
         ".gitignore": (PROJECT / "gitignore").read_text(),  # the same outputs are generated there
         ".dvcignore": (PROJECT / "dvcignore").read_text(),
         "README.md": _readme(pipeline, available[pipeline]),
@@ -77,6 +75,15 @@ def init(target: Path, pipeline: str = "default", force: bool = False) -> dict:
         _run(["dvc", "init", "-q", *subdir], target)
     _run(["dvc", "config", "core.analytics", "false"], target)
     return {"directory": str(target), "pipeline": pipeline, "written": written, "kept": kept}
+
+
+def _tree(folder, prefix: str = ""):
+    """(relative path, text) of every file under a template folder."""
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.is_dir():
+            yield from _tree(entry, f"{prefix}{entry.name}/")
+        elif entry.is_file():
+            yield f"{prefix}{entry.name}", entry.read_text()
 
 
 def _require_tools() -> None:

@@ -1,8 +1,8 @@
 """TensorBoard logging and metrics files.
 
-A run folder has a fixed path (e.g. ``runs/train``), the DVC output; it is cleared when a
-stage starts from scratch, so it holds exactly one run. The HParams view gets the run's
-flattened params and its final metrics.
+A run folder has a fixed path (e.g. ``runs/train``), the DVC output; a stage writes it aside
+and renames it into place when it has finished (``atomic.staged_dir``), so it holds exactly one
+complete run. The HParams view gets the run's flattened params and its final metrics.
 """
 
 from __future__ import annotations
@@ -22,12 +22,23 @@ EPOCH_TAGS = {
 }
 
 
+# The metric columns of the HParams table. `tensorboard --logdir runs` shows one experiment (the
+# first it finds) over every session under runs/, so train's, prune's and tune's each list all
+# of them (and the whole flattened params as hparams): whichever is picked, every run has its row.
+HPARAMS_METRICS = ("test_accuracy", "val_accuracy", "test_accuracy_before", "weight_sparsity", "activation_sparsity",
+                   "mac_reduction", "noise_score", "accuracy", "epochs", "cost_epochs", "feasible", "on_front")
+
+
+def _columns(metrics) -> dict[str, float]:
+    return {m: 0.0 for m in dict.fromkeys([*metrics, *HPARAMS_METRICS])}
+
+
 class Tracker:
-    def __init__(self, logdir: Path, fresh: bool = True):
+    def __init__(self, logdir: Path):
         from torch.utils.tensorboard import SummaryWriter
 
         logdir = Path(logdir)
-        if fresh and logdir.exists():
+        if logdir.exists():
             shutil.rmtree(logdir)
         self.writer = SummaryWriter(log_dir=str(logdir))
 
@@ -55,7 +66,7 @@ class Tracker:
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         clean = {k: _hparam_value(v) for k, v in hparams.items()}
-        summaries = hparams_summary(clean, metrics)
+        summaries = hparams_summary(clean, _columns(metrics))
         for summary in summaries if experiment else summaries[1:]:
             self.writer.file_writer.add_summary(summary)
         for key, value in metrics.items():
@@ -72,7 +83,7 @@ def hparams_experiment(logdir: Path, hparams: dict, metrics: list[str], discrete
 
     clean = {k: _hparam_value(v) for k, v in hparams.items()}
     domains = {k: [_hparam_value(v) for v in values] for k, values in (discrete or {}).items()}
-    experiment, _, _ = hparams_summary(clean, {m: 0.0 for m in metrics}, hparam_domain_discrete=domains)
+    experiment, _, _ = hparams_summary(clean, _columns(metrics), hparam_domain_discrete=domains)
     with SummaryWriter(log_dir=str(logdir)) as writer:
         writer.file_writer.add_summary(experiment)
 

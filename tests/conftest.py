@@ -64,3 +64,27 @@ def pipeline_dir(tmp_path_factory, trained_dir, tiny_params) -> Path:
     hardware_map.run(fast, workdir, hardware_dir=workdir / "hardware")
     benchmark.run(fast, workdir)  # the smoke params: pipeline model only, 1 thread, few repeats
     return workdir
+
+
+OVERLAYS = ASSETS / "template_overlays"
+
+
+def template_overlay(name: str) -> dict:
+    """A template's tiny-settings overlay for the tests: dotted key -> value (the `dvc exp run -S` syntax)."""
+    import yaml
+
+    overlay = yaml.safe_load((OVERLAYS / f"{name}.yaml").read_text()) or {}
+    assert isinstance(overlay, dict), f"{name}.yaml: expected a mapping of dotted keys"
+    return overlay
+
+
+def apply_overlay(params_file: Path, overlay: dict) -> None:
+    """Set each dotted key of ``overlay`` in the params file (as `dvc exp run -S` would)."""
+    import yaml
+
+    from sparsecli.params import read_yaml, set_key
+
+    raw = read_yaml(params_file)
+    for key, value in overlay.items():
+        set_key(raw, str(key), value, str(params_file))
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))

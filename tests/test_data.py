@@ -141,6 +141,26 @@ def _non_numeric_csv(folder):
     return {"source": "csv", "path": str(folder / "in.csv")}
 
 
+def _nan_csv(folder):
+    (folder / "in.csv").write_text("a,b,label\n1,2,0\n3,nan,1\n")
+    return {"source": "csv", "path": str(folder / "in.csv")}
+
+
+def _inf_csv(folder):
+    (folder / "in.csv").write_text("a,b,label\n1,2,0\n-inf,4,1\n")
+    return {"source": "csv", "path": str(folder / "in.csv")}
+
+
+def _latin1_csv(folder):
+    (folder / "in.csv").write_bytes("a,b,label\n1,2,0\n3,4,caf\u00e9\n".encode("latin-1"))
+    return {"source": "csv", "path": str(folder / "in.csv")}
+
+
+def _nan_npz(folder):
+    np.savez(folder / "nan.npz", x=np.array([[1.0, np.nan], [2.0, 3.0]]), y=np.array([0, 1]))
+    return {"source": "npz", "path": str(folder / "nan.npz")}
+
+
 def _missing_npz(folder):
     return {"source": "npz", "path": str(folder / "absent.npz")}
 
@@ -154,7 +174,11 @@ def _corrupt_npz(folder):
     (_bad_idx_magic, "train-images-idx3-ubyte: not an IDX file (wrong magic number)"),
     (_truncated_idx, "t10k-images-idx3-ubyte: truncated or oversized IDX data"),
     (_label_count_mismatch, "train-labels-idx1-ubyte: 59 labels for 60 images"),
-    (_non_numeric_csv, "in.csv: line 3 has a non-numeric feature"),
+    (_non_numeric_csv, "in.csv: line 3, column 'b': 'x' is not a number"),
+    (_nan_csv, "in.csv: line 3, column 'b': 'nan' is not a finite number; fill in or drop the missing values"),
+    (_inf_csv, "in.csv: line 3, column 'a': '-inf' is not a finite number"),
+    (_latin1_csv, "in.csv: not UTF-8 text (byte 0xe9 on line 3); save the CSV as UTF-8"),
+    (_nan_npz, "nan.npz: x has NaN or infinite values (first in sample 0)"),
     (_missing_npz, "absent.npz: file not found"),
     (_corrupt_npz, "bad.npz: not a readable .npz file"),
 ])

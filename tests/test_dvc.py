@@ -1,14 +1,16 @@
-"""A real `dvc repro` of the root dvc.yaml in a temporary git repository, on tiny params."""
+"""A real `dvc repro` of the root dvc.yaml and params.yaml (the default template's, with its tiny overlay)
+in a temporary git repository."""
 
 import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, TINY
+from conftest import ROOT, apply_overlay, template_overlay
 
 
 def sh(*args, cwd):
@@ -21,7 +23,8 @@ def sh(*args, cwd):
 def dvc_repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvcrepo")
     shutil.copy(ROOT / "dvc.yaml", repo)
-    shutil.copy(TINY, repo / "params.yaml")
+    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
+    apply_overlay(repo / "params.yaml", template_overlay("default"))
     shutil.copy(ROOT / ".gitignore", repo)
     shutil.copy(ROOT / ".dvcignore", repo)  # the templates under sparsecli/ are not part of the project
     shutil.copytree(ROOT / "hardware", repo / "hardware")
@@ -63,18 +66,6 @@ def test_train_ran_with_the_tuned_params(dvc_repo):
     assert not (dvc_repo / ".ray").exists()  # the local Ray cluster cleaned up after itself
 
 
-def test_changing_a_train_param_reruns_tune_and_train(dvc_repo):
-    sh("git", "add", "-A", cwd=dvc_repo)
-    sh("git", "commit", "-qm", "lock", cwd=dvc_repo)
-    params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
-    params["train"]["epochs"] = 2
-    (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params))
-    out = sh("dvc", "repro", cwd=dvc_repo)
-    assert "Stage 'data' didn't change, skipping" in out
-    assert "Running stage 'tune'" in out and "Running stage 'train'" in out
-    assert json.loads((dvc_repo / "metrics" / "train.json").read_text())["epochs"] == 2
-
-
 def test_editing_one_target_file_reruns_only_hardware_map(dvc_repo):
     for out in ("metrics/hardware_map.json", "reports/hardware_map.md", "exports/model.onnx"):
         assert (dvc_repo / out).is_file(), out
@@ -94,10 +85,15 @@ def test_editing_one_target_file_reruns_only_hardware_map(dvc_repo):
         assert after["batch_1"][mode]["throughput_ips"] == pytest.approx(before["batch_1"][mode]["throughput_ips"] / 2)
 
 
-def test_exp_run_with_set_param(dvc_repo):
-    sh("dvc", "exp", "run", "-S", "train.lr=0.02", "--name", "lr002", cwd=dvc_repo)
+def test_exp_run_with_a_train_param_reruns_tune_and_train(dvc_repo):
+    sh("git", "add", "-A", cwd=dvc_repo)
+    sh("git", "commit", "-qm", "lock", cwd=dvc_repo)
+    out = sh("dvc", "exp", "run", "-S", "train.epochs=2", "--name", "epochs2", cwd=dvc_repo)
+    assert "Stage 'data' didn't change, skipping" in out
+    assert "Running stage 'tune'" in out and "Running stage 'train'" in out
+    assert json.loads((dvc_repo / "metrics" / "train.json").read_text())["epochs"] == 2
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=dvc_repo))
-    assert "lr002" in json.dumps(shown)
+    assert "epochs2" in json.dumps(shown)
 
 
 def test_repro_runs_prune_after_train(dvc_repo):
@@ -133,5 +129,107 @@ def test_stage_params_are_the_keys_the_stages_read():
     assert stages["prune"]["params"] == ["prune"]
     assert "sparsity" in stages["train"]["params"]
     assert "sparsity" in stages["tune"]["params"]  # trials apply sparsity.dynamic as train does
-    assert stages["prune"]["outs"] == ["models/pruned.pt", "runs/prune"]
     assert "models/train.pt" in stages["prune"]["deps"]
+
+
+# ---------------------------------------------------------------- dvc.yaml against the code
+
+# Modules that cannot change a stage's result: the version string, progress lines, exception types.
+NO_RESULT = {"sparsecli/__init__.py", "sparsecli/progress.py", "sparsecli/errors.py"}
+
+
+def _module_file(name: str):
+    rel = ROOT.joinpath(*name.split("."))
+    for candidate in (rel.with_suffix(".py"), rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path) -> set[str]:
+    """Every sparsecli module a file imports, at the top or inside a function."""
+    import ast
+
+    package = ".".join(path.relative_to(ROOT).parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return {n for n in found if n.startswith("sparsecli.")}
+
+
+def derived_code_deps(stage: str) -> list[str]:
+    """A stage's code dependencies: the modules its module imports, transitively, as dvc.yaml names them
+    (a subpackage as its folder). Another stage's module is imported only for its outputs(): its file
+    counts, its own imports do not."""
+    own = ROOT / "sparsecli" / "stages" / f"{stage}.py"
+    todo, seen = [own], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imports(path):
+            parts = name.split(".")
+            todo += [f for f in (_module_file(".".join(parts[:i])) for i in range(2, len(parts))) if f]  # packages
+            module = _module_file(name)
+            if module is None:
+                continue
+            if name.startswith("sparsecli.stages.") and module != own:
+                seen.add(module)
+            else:
+                todo.append(module)
+    deps = set()
+    for path in seen:
+        rel = path.relative_to(ROOT)
+        if str(rel) in NO_RESULT or rel.parts[1] == "stages" and rel.name == "__init__.py":
+            continue
+        deps.add(str(rel) if len(rel.parts) == 2 or rel.parts[1] == "stages" else "/".join(rel.parts[:2]))
+    return sorted(deps)
+
+
+def _stages(path=ROOT / "dvc.yaml") -> dict:
+    return yaml.safe_load(path.read_text())["stages"]
+
+
+def _names(entries) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+def test_code_deps_are_the_stage_modules_imports():
+    for name, stage in _stages().items():
+        code = sorted(d for d in stage.get("deps", []) if d.startswith("sparsecli/"))
+        assert code == derived_code_deps(name.replace("-", "_")), name
+
+
+def test_dvc_outputs_are_the_stages_outputs():
+    from importlib import import_module
+
+    for name, stage in _stages().items():
+        declared = _names(stage.get("outs")) + _names(stage.get("metrics")) + _names(stage.get("plots"))
+        module = import_module(f"sparsecli.stages.{name.replace('-', '_')}")
+        assert sorted(declared) == sorted(str(p) for p in module.outputs(Path(".")).values()), name
+
+
+def test_template_pipelines_are_the_root_pipeline_without_code_deps():
+    from sparsecli import scaffold
+
+    def without_code(stages):
+        for stage in stages.values():
+            stage["deps"] = [d for d in stage.get("deps", []) if not d.startswith("sparsecli/")] or None
+            if stage["deps"] is None:
+                del stage["deps"]
+        return stages
+
+    root = without_code(_stages())
+    for name in scaffold.templates():
+        template = _stages(Path(str(scaffold.TEMPLATES / name / "dvc.yaml")))
+        if name == "mnist":  # its data stage also depends on the IDX files (data.path)
+            assert template["data"].pop("deps") == ["raw/mnist"]
+        assert template == root, name

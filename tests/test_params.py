@@ -1,4 +1,9 @@
+import re
+from pathlib import Path
+
 import pytest
+
+from conftest import ASSETS, ROOT, template_overlay
 
 from sparsecli.errors import ParamsError
 from sparsecli.params import load_params, parse_override
@@ -60,10 +65,88 @@ def test_missing_and_malformed_params_files(tmp_path):
         load_params(bad)
 
 
-def test_shipped_params_validate():
-    from conftest import ROOT
+def _shipped_params() -> list[Path]:
+    """The root params.yaml and every template's (templates/default/params.yaml is a link to the root one)."""
+    from sparsecli import scaffold
 
-    load_params(ROOT / "params.yaml")
+    return [ROOT / "params.yaml", *(scaffold.TEMPLATES / name / "params.yaml" for name in scaffold.templates())]
+
+
+def _params_files() -> list[tuple[str, Path, dict]]:
+    """(label, file, overlay): every shipped params file as is and with its test overlay, and the test assets."""
+    from sparsecli import scaffold
+
+    cases = []  # the root params.yaml is the default template's
+    for name in scaffold.templates():
+        path = Path(str(scaffold.TEMPLATES / name / "params.yaml"))
+        cases += [(name, path, {}), (f"{name}+overlay", path, template_overlay(name))]
+    cases += [(f"assets/{p.name}", p, {}) for p in sorted(ASSETS.glob("*.yaml"))]
+    return cases
+
+
+def _missing_keys(raw, model, prefix: str = "") -> list[str]:
+    """Fields of ``model`` (recursively) that the raw params do not spell out.
+
+    A search-space entry takes either low/high or values, by its dist: those are not required."""
+    from sparsecli.params import SearchDim, _submodel
+
+    if not isinstance(raw, dict):
+        return []
+    missing = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        if name not in raw:
+            if model is not SearchDim or name in ("key", "dist"):
+                missing.append(path)
+            continue
+        sub = _submodel(field.annotation)
+        if sub is None:
+            continue
+        kind, cls = sub
+        items = [(path, raw[name])] if kind == "model" else [(f"{path}.{i}", v) for i, v in enumerate(raw[name] or [])]
+        for where, item in items:
+            missing += _missing_keys(item, cls, f"{where}.")
+    return missing
+
+
+@pytest.mark.parametrize("path", _shipped_params(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_key_is_spelled_out_in_every_shipped_params_file(path):
+    from sparsecli.params import Params, read_yaml
+
+    raw = read_yaml(path)
+    assert _missing_keys(raw, Params) == []
+    assert set(raw) == set(Params.model_fields)
+
+
+def test_the_default_template_is_the_root_params_file():
+    from sparsecli import scaffold
+
+    assert Path(str(scaffold.TEMPLATES / "default" / "params.yaml")).resolve() == (ROOT / "params.yaml").resolve()
+
+
+@pytest.mark.parametrize("label, path, overlay", _params_files(), ids=[c[0] for c in _params_files()])
+def test_every_params_file_passes_the_full_validation(label, path, overlay, tmp_path):
+    """Params model, the search space on the real data shape and the hardware target files."""
+    from idx_digits import write_digits_as_mnist
+    from sparsecli.params import read_yaml, set_key, validate
+    from sparsecli.stages import data, hardware_map
+    from sparsecli.training import read_splits
+    from sparsecli.tuning.space import check_space
+
+    raw = read_yaml(path)
+    for key, value in overlay.items():
+        set_key(raw, key, value, label)
+    if raw.get("data", {}).get("source") == "idx":
+        raw["data"]["path"] = str(write_digits_as_mnist(tmp_path / "raw" / "mnist"))
+    params = validate(raw, label)
+    if params.data.source == "synthetic":  # the shapes matter here, not the sample count
+        params.data.synthetic.samples = 200
+    data.run(params, tmp_path)
+    _, meta = read_splits(tmp_path)
+    if params.tune.space:
+        check_space(params, meta)
+    targets = hardware_map._load_targets(ROOT / "hardware", params.hardware_map)
+    hardware_map._check_precisions(targets, params.hardware_map)
 
 
 def test_hardware_map_precisions_are_the_cost_models():
@@ -73,3 +156,27 @@ def test_hardware_map_precisions_are_the_cost_models():
     from sparsecli.targets import PRECISION_BITS
 
     assert set(get_args(Precision)) == set(PRECISION_BITS)
+
+
+def test_numbers_are_read_as_dvc_reads_them_and_never_coerced(tiny_params_path, tmp_path):
+    params = load_params(tiny_params_path, ["train.lr=1e-3", "prune.lr=2"])
+    assert params.train.lr == 0.001 and params.prune.lr == 2.0  # YAML 1.2 exponents; an int is a valid float
+    for override, message in (("train.epochs=6.0", "train.epochs = 6.0: must be an integer"),
+                              ("train.epochs='6'", "train.epochs = '6': must be an integer"),
+                              ("train.lr='0.1'", "train.lr = '0.1': must be a number"),
+                              ("train.epochs=true", "train.epochs = True: must be an integer"),
+                              ("data.standardize=1", "data.standardize = 1: must be true or false")):
+        with pytest.raises(ParamsError, match=re.escape(message)):
+            load_params(tiny_params_path, [override])
+    empty = tmp_path / "params.yaml"
+    empty.write_text("# nothing\n")
+    with pytest.raises(ParamsError, match="params.yaml: empty; write the params file's sections"):
+        load_params(empty)
+
+
+def test_cross_section_checks_belong_to_the_stage_that_reads_both(tiny_params_path):
+    from sparsecli.params import check_stage
+
+    params = load_params(tiny_params_path, ["tune.min_epochs=5"], stage="train")  # train does not read tune
+    with pytest.raises(ParamsError, match=r"tune.min_epochs = 5: must be <= the full training, train.epochs \(3\)"):
+        check_stage(params, "tune")

@@ -1,5 +1,8 @@
 """The report's sections: each reads its stage's outputs and returns None when they are absent.
 
+A section gets ``out``: stage name -> that stage's ``outputs()`` (the report stage collects them, so
+every path is said once, in its stage).
+
 A section never breaks the report because another stage has not run: it is simply left out.
 """
 
@@ -73,21 +76,23 @@ def num(x, digits=3) -> str:
     return str(x)
 
 
-# Models the pipeline writes, in pipeline order: (label, metrics file).
-MODEL_METRICS = (("train", "metrics/train.json"), ("pruned", "metrics/prune.json"))
+# Models the pipeline writes, in pipeline order: (label, the stage whose metrics file describes it).
+MODEL_METRICS = (("train", "train"), ("pruned", "prune"))
+
+Outputs = dict[str, dict[str, Path]]  # stage name -> its outputs()
 
 
-def model_metrics(workdir: Path) -> dict[str, dict]:
+def model_metrics(out: Outputs) -> dict[str, dict]:
     found = {}
-    for label, path in MODEL_METRICS:
-        metrics = read_json(workdir / path)
+    for label, stage in MODEL_METRICS:
+        metrics = read_json(out[stage]["metrics"])
         if metrics is not None:
             found[label] = metrics.get("after", metrics)  # prune.json nests the pruned model's metrics
     return found
 
 
-def data_section(workdir: Path) -> Section | None:
-    meta = read_json(workdir / "data" / "meta.json")
+def data_section(out: Outputs) -> Section | None:
+    meta = read_json(out["data"]["meta"])
     if meta is None:
         return None
     sizes = meta.get("sizes", {})
@@ -104,9 +109,9 @@ def data_section(workdir: Path) -> Section | None:
     return Section("data", "Data", tables=[Table(["property", "value"], rows)])
 
 
-def training_section(workdir: Path) -> Section | None:
-    history = read_csv(workdir / "metrics" / "train_history.csv")
-    metrics = read_json(workdir / "metrics" / "train.json")
+def training_section(out: Outputs) -> Section | None:
+    history = read_csv(out["train"]["history"])
+    metrics = read_json(out["train"]["metrics"])
     if not history and metrics is None:
         return None
     section = Section("training", "Training")
@@ -137,10 +142,10 @@ def training_section(workdir: Path) -> Section | None:
     return section
 
 
-def sparsity_accuracy_section(workdir: Path) -> Section | None:
+def sparsity_accuracy_section(out: Outputs) -> Section | None:
     """Accuracy against weight sparsity and against activation sparsity, one point per model."""
-    models = model_metrics(workdir)
-    trials = read_csv(workdir / "tune" / "trials.csv") or []
+    models = model_metrics(out)
+    trials = read_csv(out["tune"]["trials"]) or []
     if not models:
         return None
     section = Section("sparsity", "Accuracy vs sparsity")
@@ -161,8 +166,8 @@ def sparsity_accuracy_section(workdir: Path) -> Section | None:
     return section
 
 
-def noise_section(workdir: Path) -> Section | None:
-    models = {label: m for label, m in model_metrics(workdir).items() if m.get("accuracy_by_noise")}
+def noise_section(out: Outputs) -> Section | None:
+    models = {label: m for label, m in model_metrics(out).items() if m.get("accuracy_by_noise")}
     if not models:
         return None
     section = Section("noise", "Noise robustness")
@@ -177,9 +182,9 @@ def noise_section(workdir: Path) -> Section | None:
     return section
 
 
-def tune_section(workdir: Path) -> Section | None:
-    summary = read_json(workdir / "tune" / "summary.json")
-    trials = read_csv(workdir / "tune" / "trials.csv")
+def tune_section(out: Outputs) -> Section | None:
+    summary = read_json(out["tune"]["summary"])
+    trials = read_csv(out["tune"]["trials"])
     if summary is None or not trials:
         return None
     section = Section("tune", "Hyperparameter search")
@@ -231,9 +236,9 @@ def tune_section(workdir: Path) -> Section | None:
     return section
 
 
-def prune_section(workdir: Path) -> Section | None:
-    metrics = read_json(workdir / "metrics" / "prune.json")
-    sweep = read_csv(workdir / "reports" / "sensitivity.csv")
+def prune_section(out: Outputs) -> Section | None:
+    metrics = read_json(out["prune"]["metrics"])
+    sweep = read_csv(out["sensitivity"]["csv"])
     if metrics is None and not sweep:
         return None
     section = Section("prune", "Pruning")
@@ -249,7 +254,7 @@ def prune_section(workdir: Path) -> Section | None:
             ["MAC reduction", f"{num(metrics.get('mac_reduction_before'))}×", f"{num(metrics.get('mac_reduction'))}×"],
             ["noise score", num(metrics.get("noise_score_before")), num(metrics.get("noise_score"))],
         ]))
-        train = read_json(workdir / "metrics" / "train.json") or {}
+        train = read_json(out["train"]["metrics"]) or {}
         before = train.get("weight_sparsity_per_layer", {})
         after = metrics.get("weight_sparsity_per_layer", {})
         names = list(after)
@@ -274,13 +279,24 @@ def prune_section(workdir: Path) -> Section | None:
 MODES = ("dense", "sparse-dense", "sparse-sparse")
 
 
-def hardware_section(workdir: Path) -> Section | None:
-    metrics = read_json(workdir / "metrics" / "hardware_map.json")
+def hardware_section(out: Outputs) -> Section | None:
+    metrics = read_json(out["hardware_map"]["metrics"])
     if metrics is None:
         return None
     section = Section("hardware", "Hardware map")
     section.text.append(f"Model {metrics.get('model')}; ONNX export argmax agreement with torch "
-                        f"{pct(metrics.get('onnx_argmax_agreement'))}. Full per-layer figures: reports/hardware_map.md.")
+                        f"{pct(metrics.get('onnx_argmax_agreement'))}. Full per-layer figures: {out['hardware_map']['report']}.")
+    if metrics.get("hls_csim_accuracy") is not None:
+        section.text.append(
+            f"HLS C simulation (bit-accurate, kWTA as ReLU): test accuracy {pct(metrics['hls_csim_accuracy'])}, "
+            f"the same network in float {pct(metrics.get('hls_relu_float_accuracy'))}, torch with kWTA "
+            f"{pct(metrics.get('test_accuracy'))}.")
+    checks = [[name, batch, _si(t["measured_dense_s"].get(batch), "s"), f"{num(ratio)}"]
+              for name, t in (metrics.get("targets") or {}).items()
+              for batch, ratio in (t.get("predicted_over_measured_dense") or {}).items()]
+    if checks:
+        section.tables.append(Table(["target", "batch", "measured dense torch latency", "predicted / measured"], checks,
+                                    caption="Calibrated cost model against a timing on this machine (1.0 = exact)"))
     for name, target in (metrics.get("targets") or {}).items():
         rows = []
         for batch_key in sorted((k for k in target if k.startswith("batch_")), key=lambda k: int(k.split("_")[1])):
@@ -295,14 +311,14 @@ def hardware_section(workdir: Path) -> Section | None:
     return section
 
 
-def benchmark_section(workdir: Path) -> Section | None:
-    metrics = read_json(workdir / "metrics" / "benchmark.json")
+def benchmark_section(out: Outputs) -> Section | None:
+    metrics = read_json(out["benchmark"]["metrics"])
     if metrics is None:
         return None
     machine = metrics.get("machine", {})
     section = Section("benchmark", "Benchmark (measured on this CPU)")
     section.text.append(f"{machine.get('cpu')}, {machine.get('cores')} cores; {metrics.get('method')}. "
-                        "Full tables: reports/benchmark.md.")
+                        f"Full tables: {out['benchmark']['report']}.")
     for failure in metrics.get("check_failures", []):
         section.text.append(f"Kernel disagreed with dense, no speedup reported: {failure}")
     rows = [[key, f"{num(s.get('sparse-dense'))}×", f"{num(s.get('sparse-sparse'))}×"]
@@ -357,5 +373,5 @@ SECTIONS = (data_section, tune_section, training_section, sparsity_accuracy_sect
             benchmark_section)
 
 
-def build_sections(workdir: Path) -> list[Section]:
-    return [s for s in (make(workdir) for make in SECTIONS) if s is not None]
+def build_sections(out: Outputs) -> list[Section]:
+    return [s for s in (make(out) for make in SECTIONS) if s is not None]

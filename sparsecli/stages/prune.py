@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from sparsecli import checkpoint
-from sparsecli.atomic import csv_text, json_text, write_all
+from sparsecli.atomic import aside, csv_text, json_text, replace_dir, write_all
 from sparsecli.errors import CheckpointError
 from sparsecli.evaluation import Split, evaluate, model_metrics
 from sparsecli.params import Params, PruneParams
@@ -47,10 +47,12 @@ def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
         "model": workdir / "models" / "pruned.pt",
         "metrics": workdir / "metrics" / "prune.json",
         "runs": workdir / "runs" / "prune",
-        # --sensitivity only: not DVC outputs of the stage
-        "sensitivity_csv": workdir / "reports" / "sensitivity.csv",
-        "sensitivity_plot": workdir / "reports" / "sensitivity.png",
     }
+
+
+def sensitivity_outputs(workdir: Path = Path(".")) -> dict[str, Path]:
+    """What ``sparsecli prune --sensitivity`` writes (an analysis, not DVC outputs of the stage)."""
+    return {"csv": workdir / "reports" / "sensitivity.csv", "plot": workdir / "reports" / "sensitivity.png"}
 
 
 def run(params: Params, workdir: Path = Path("."), progress: Progress | None = None) -> dict:
@@ -63,7 +65,8 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
     masks_before = {name: layer.mask.clone() for name, layer in weight_layers(model).items()}
     before = model_metrics(model, splits, trained.train.noise_levels, trained.seed)
     result = trained.model_copy(update={"prune": prune})
-    tracker = Tracker(paths["runs"])
+    runs = aside(paths["runs"])  # renamed to runs/prune once every output is written
+    tracker = Tracker(runs)
     try:
         history, updates = _prune_and_finetune(model, plan, prune, trained, splits, tracker, progress)
         after = model_metrics(model, splits, trained.train.noise_levels, trained.seed)
@@ -78,6 +81,7 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
                                                     prune=record, metrics=checkpoint.scalars(metrics)),
         paths["metrics"]: lambda tmp: tmp.write_text(json_text(metrics)),
     })
+    replace_dir(runs, paths["runs"])
     return metrics
 
 
@@ -165,7 +169,7 @@ def _summary(model: nn.Module, plan: PruningPlan | None, prune: PruneParams, mas
 def sensitivity(params: Params, workdir: Path = Path("."), progress: Progress | None = None) -> dict:
     """Val accuracy of the trained model with each prunable layer alone magnitude-pruned (no fine-tuning)."""
     progress = progress or Progress()
-    paths = outputs(workdir)
+    paths = sensitivity_outputs(workdir)
     model, _, splits, _ = _load(workdir)
     layers = selected_layers(model, params.prune)
     sparsities = sorted(set(params.prune.sensitivity))
@@ -181,15 +185,15 @@ def sensitivity(params: Params, workdir: Path = Path("."), progress: Progress | 
         progress.message(f"sensitivity: {name}: val accuracy {mine[0]['val_accuracy']:.4f} at sparsity "
                          f"{mine[0]['sparsity']}, {mine[-1]['val_accuracy']:.4f} at {mine[-1]['sparsity']}")
     write_all({
-        paths["sensitivity_csv"]: lambda tmp: tmp.write_text(csv_text(rows, SENSITIVITY_COLUMNS)),
-        paths["sensitivity_plot"]: lambda tmp: _plot(rows, tmp),
+        paths["csv"]: lambda tmp: tmp.write_text(csv_text(rows, SENSITIVITY_COLUMNS)),
+        paths["plot"]: lambda tmp: _plot(rows, tmp),
     })
     return {
         "layers": list(layers),
         "sparsities": sparsities,
         "val_accuracy": {name: {str(r["sparsity"]): r["val_accuracy"] for r in rows if r["layer"] == name}
                          for name in layers},
-        "written": f"{paths['sensitivity_csv']}, {paths['sensitivity_plot']}",
+        "written": f"{paths['csv']}, {paths['plot']}",
     }
 
 

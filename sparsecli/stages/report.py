@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sparsecli.atomic import write_all
+from sparsecli.errors import InputFileError
 from sparsecli.params import Params
 from sparsecli.report.render import to_html, to_markdown
 from sparsecli.report.sections import build_sections
@@ -25,9 +26,29 @@ def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
     }
 
 
+# The stages whose outputs the report reads, in pipeline order (their outputs() say where).
+STAGES = ("data", "tune", "train", "prune", "hardware_map", "benchmark")
+
+
+def stage_outputs(workdir: Path = Path(".")) -> dict[str, dict[str, Path]]:
+    """Stage name -> its outputs(); ``sensitivity`` -> what ``prune --sensitivity`` writes."""
+    from importlib import import_module
+
+    found = {name: import_module(f"sparsecli.stages.{name}").outputs(workdir) for name in STAGES}
+    found["sensitivity"] = import_module("sparsecli.stages.prune").sensitivity_outputs(workdir)
+    return found
+
+
 def run(params: Params, workdir: Path = Path("."), progress=None) -> dict:
+    """Raises InputFileError, writing nothing, when no stage has written its metrics yet."""
     paths = outputs(workdir)
-    sections = build_sections(workdir)
+    out = stage_outputs(workdir)
+    metrics = [out[name][key] for name, key in (("tune", "summary"), ("train", "metrics"), ("prune", "metrics"),
+                                                 ("hardware_map", "metrics"), ("benchmark", "metrics"))]
+    if not any(path.is_file() for path in metrics):
+        raise InputFileError(f"{metrics[1]}: no stage's metrics yet, nothing to report; run `dvc repro` "
+                             "(or `sparsecli data` and `sparsecli train`) first")
+    sections = build_sections(out)
     writers = {
         paths["html"]: lambda tmp: tmp.write_text(to_html(TITLE, sections)),
         paths["markdown"]: lambda tmp: tmp.write_text(to_markdown(TITLE, sections, "figures")),

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from sparsecli import checkpoint
-from sparsecli.atomic import csv_text, json_text, write_all
+from sparsecli.atomic import aside, csv_text, json_text, replace_dir, write_all
 from sparsecli.errors import CheckpointError
 from sparsecli.evaluation import model_metrics
 from sparsecli.models import build_model
@@ -31,13 +31,18 @@ HPARAM_METRICS = ("test_accuracy", "val_accuracy", "weight_sparsity", "activatio
 
 
 def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
+    """The stage's DVC outputs (dvc.yaml declares exactly these; a test compares)."""
     return {
         "model": workdir / "models" / "train.pt",
         "metrics": workdir / "metrics" / "train.json",
         "history": workdir / "metrics" / "train_history.csv",
         "runs": workdir / "runs" / "train",
-        "resume": workdir / "models" / ".train.resume.pt",
     }
+
+
+def resume_path(workdir: Path = Path(".")) -> Path:
+    """The per-epoch resume checkpoint: beside the model, not a DVC output (so `dvc repro` keeps it)."""
+    return workdir / "models" / ".train.resume.pt"
 
 
 def param_overlays(workdir: Path = Path(".")) -> list[tuple[str, dict]]:
@@ -51,15 +56,16 @@ def param_overlays(workdir: Path = Path(".")) -> list[tuple[str, dict]]:
 
 def run(params: Params, workdir: Path = Path("."), progress: Progress | None = None) -> dict:
     progress = progress or Progress()
-    paths = outputs(workdir)
+    paths, resume = outputs(workdir), resume_path(workdir)
     splits, meta = read_splits(workdir)
     model = build_model(params, meta)
     dynamic = dynamic_sparsity(model, params, len(splits["train"]))  # ERK masks; SET/RigL hook
     fingerprint = _fingerprint(params, meta)
-    state = _resume_state(paths["resume"], fingerprint, model)
+    state = _resume_state(resume, fingerprint, model)
     if state is not None:
-        progress.message(f"train: resuming after epoch {state.epoch} from {paths['resume']}")
-    tracker = Tracker(paths["runs"], fresh=state is None)
+        progress.message(f"train: resuming after epoch {state.epoch} from {resume}")
+    runs = aside(paths["runs"])  # renamed to runs/train once every output is written
+    tracker = Tracker(runs)
     for record in state.history if state else []:
         tracker.epoch(record)
 
@@ -70,7 +76,7 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
         extra |= {f"activation_density/{name}": 1 - s for name, s in active.items()}
         tracker.epoch(record, extra)
         tracker.histograms(model, record["epoch"])
-        checkpoint.save(paths["resume"], model, params, meta, fingerprint=fingerprint, fit=_state_dict(fit_state))
+        checkpoint.save(resume, model, params, meta, fingerprint=fingerprint, fit=_state_dict(fit_state))
 
     try:
         state = fit(model, params.train, splits, seed=params.seed, state=state, after_step=dynamic,
@@ -88,7 +94,8 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
         paths["metrics"]: lambda tmp: tmp.write_text(json_text(metrics)),
         paths["history"]: lambda tmp: tmp.write_text(csv_text(state.history, list(state.history[0]) if state.history else ["epoch"])),
     })
-    paths["resume"].unlink(missing_ok=True)
+    replace_dir(runs, paths["runs"])
+    resume.unlink(missing_ok=True)
     return metrics
 
 

@@ -25,7 +25,7 @@ import yaml
 
 from sparsecli.atomic import csv_text, json_text, write_all, write_json
 from sparsecli.errors import ParamsError, SparsecliError
-from sparsecli.params import Params
+from sparsecli.params import Params, check_stage
 from sparsecli.progress import Progress
 from sparsecli.training import read_splits
 from sparsecli.tuning.analysis import Analysis, analyse, summary
@@ -45,8 +45,12 @@ def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
         "trials": folder / "trials.csv",
         "summary": folder / "summary.json",
         "runs": workdir / "runs" / "tune",
-        "ray": folder / "ray",  # Ray's experiments, kept for resuming; not a DVC output
     }
+
+
+def ray_dir(workdir: Path = Path(".")) -> Path:
+    """Ray's experiments, kept for resuming; not a DVC output."""
+    return workdir / "tune" / "ray"
 
 
 def run(params: Params, workdir: Path = Path("."), progress: Progress | None = None, workers: int | None = None,
@@ -54,6 +58,7 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
     """Search, then write the outputs; returns the summary metrics. Raises before Ray starts on bad params."""
     progress = progress or Progress()
     paths = outputs(workdir)
+    check_stage(params, "tune")  # tune.min_epochs against train.epochs (the CLI checks it when loading)
     plan = Plan.from_params(params)
     missing = plan.objectives.missing_reference()
     if missing is not None:
@@ -61,16 +66,16 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
                           "(it is the hypervolume reference point)")
     splits, meta = read_splits(workdir)
     check_space(params, meta)
-    restore = _prepare_storage(paths["ray"], _fingerprint(params, meta), resume, progress)
+    restore = _prepare_storage(ray_dir(workdir), _fingerprint(params, meta), resume, progress)
     started = time.perf_counter()
     from sparsecli.tuning.session import ray_session
 
     with ray_session(workdir, address, workers) as cpus:
-        records = run_search(params, splits, meta, paths["ray"].resolve(), workers or cpus, restore, progress)
-    analysis = analyse(records, plan, params.tune.select, str(paths["ray"]))
+        records = run_search(params, splits, meta, ray_dir(workdir).resolve(), workers or cpus, restore, progress)
+    analysis = analyse(records, plan, params.tune.select, str(ray_dir(workdir)))
     metrics = summary(records, analysis, plan, params.tune.select, time.perf_counter() - started)
     _write(paths, records, analysis, metrics, params, plan)
-    _mark_finished(paths["ray"])
+    _mark_finished(ray_dir(workdir))
     progress.message(f"tune: {metrics['front_size']} Pareto-optimal of {metrics['feasible']} feasible "
                      f"full-fidelity trials; selected {analysis.selected.name} ({params.tune.select})")
     return metrics
@@ -181,7 +186,8 @@ def _write_runs(target: Path, records: list[TrialRecord], rows: list[dict], keys
     folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     choices = {d.key: d.values for d in params.tune.space if d.dist == "choice"}
     discrete = {k: v for k, v in choices.items() if len({type(x) for x in v}) == 1 and None not in v}
-    hparams_experiment(folder, {**{k: rows[0][k] if k in discrete else 0.0 for k in keys}, "phase": "search"},
+    hparams_experiment(folder, {**params.flat(), **{k: rows[0][k] if k in discrete else 0.0 for k in keys},
+                                "phase": "search"},
                        list(HPARAM_METRICS), {**discrete, "phase": ["search", "retrain"]})
     for record, row in zip(records, rows):
         tracker = Tracker(folder / record.name)

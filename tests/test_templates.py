@@ -1,0 +1,111 @@
+"""Every shipped template runs end to end: `sparsecli init X --pipeline NAME`, its tiny overlay, `dvc repro`.
+
+A template NAME has a tiny-settings overlay ``tests/assets/template_overlays/NAME.yaml`` (dotted key ->
+value, the `dvc exp run -S` syntax) applied onto the copied params.yaml before `dvc repro`. A template
+whose end-to-end run is tested in another file is listed in COVERED_ELSEWHERE with that file (which
+must use its overlay); a template that needs input data gets a SETUP step that writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import OVERLAYS, ROOT, apply_overlay, template_overlay
+from idx_digits import write_digits_as_mnist
+from sparsecli import scaffold
+from sparsecli.cli import app
+
+# template -> the test file that runs it end to end (and applies its overlay)
+COVERED_ELSEWHERE = {
+    "default": "tests/test_dvc.py",  # the root dvc.yaml (= the template's plus code deps) on the root params.yaml
+}
+# template -> writes the input data a new user would bring
+SETUP = {
+    "mnist": lambda project: write_digits_as_mnist(project / "raw" / "mnist"),
+}
+
+
+def here() -> list[str]:
+    return [name for name in scaffold.templates() if name not in COVERED_ELSEWHERE]
+
+
+def test_every_template_has_an_overlay_and_an_end_to_end_test():
+    names = set(scaffold.templates())
+    assert {"default", "smoke", "mnist", "gsc-head"} <= names
+    assert {p.stem for p in OVERLAYS.glob("*.yaml")} == names
+    for name, test_file in COVERED_ELSEWHERE.items():
+        assert name in names
+        assert f"template_overlay({name!r})" in (ROOT / test_file).read_text().replace('"', "'"), test_file
+
+
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+_BUILT: dict[str, tuple[Path, subprocess.CompletedProcess]] = {}
+
+
+def built(name: str, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`sparsecli init NAME --pipeline NAME`, the overlay, the setup step, `dvc repro`: once per session."""
+    if name not in _BUILT:
+        root = tmp_path_factory.mktemp(f"template-{name}")
+        project = root / name
+        result = CliRunner().invoke(app, ["init", str(project), "--pipeline", name])
+        assert result.exit_code == 0, result.output
+        apply_overlay(project / "params.yaml", template_overlay(name))
+        if name in SETUP:
+            SETUP[name](project)
+        _BUILT[name] = project, subprocess.run(["dvc", "repro"], cwd=project, capture_output=True, text=True, env=ENV)
+    return _BUILT[name]
+
+
+@pytest.mark.parametrize("name", here())
+def test_template_runs_end_to_end(name, tmp_path_factory):
+    project, run = built(name, tmp_path_factory)
+    for path in ("params.yaml", "dvc.yaml", ".gitignore", ".dvcignore", "README.md", ".git", "hardware/cpu-local.yaml"):
+        assert (project / path).exists(), path
+    assert "analytics = false" in (project / ".dvc" / "config").read_text()
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for stage in ("data", "tune", "train", "prune", "hardware-map", "benchmark", "report"):
+        assert f"Running stage '{stage}'" in run.stdout, stage
+    train = json.loads((project / "metrics" / "train.json").read_text())
+    assert 0 < train["weight_sparsity"] < 1 and train["test_accuracy"] > 0
+    assert "data:image/png;base64," in (project / "reports" / "index.html").read_text()
+    status = subprocess.run(["dvc", "status"], cwd=project, capture_output=True, text=True, env=ENV)
+    assert "up to date" in status.stdout, status.stdout
+
+
+def test_init_force_keeps_the_users_files(tmp_path):
+    target = tmp_path / "exp"
+    target.mkdir()
+    (target / "params.yaml").write_text("# mine\n")
+    result = CliRunner().invoke(app, ["init", str(target), "--pipeline", "smoke", "--force"])
+    assert result.exit_code == 0 and "kept existing: params.yaml" in result.output
+    assert (target / "params.yaml").read_text() == "# mine\n" and (target / "dvc.yaml").is_file()
+
+
+def test_compare_shows_every_stage_and_marks_pareto_experiments(tmp_path_factory, monkeypatch):
+    """Experiments that change only prune: their rows differ in prune's metrics, not train's."""
+    project, run = built("smoke", tmp_path_factory)
+    assert run.returncode == 0
+    for args in (["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"],
+                 ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(args, cwd=project, check=True, env=ENV)
+    for name, sparsity in (("p50", 0.5), ("p90", 0.9)):
+        out = subprocess.run(["dvc", "exp", "run", "-n", name, "-S", f"prune.sparsity={sparsity}"], cwd=project,
+                             capture_output=True, text=True, env=ENV)
+        assert out.returncode == 0 and "Running stage 'train'" not in out.stdout, out.stdout + out.stderr
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(app, ["report", "--compare", "--json"])
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.output)
+    headers, rows = table["headers"], {row[0]: row for row in table["rows"]}
+    assert {"p50", "p90"} <= set(rows)
+    assert "prune.sparsity" in headers and not any(h.startswith("tune.space") for h in headers)
+    column = headers.index("prune.weight_sparsity")
+    assert float(rows["p90"][column]) > float(rows["p50"][column])
+    assert rows["p90"][headers.index("train.test_accuracy")] == rows["p50"][headers.index("train.test_accuracy")]
+    assert "p90" in table["pareto"]  # nothing else is as sparse
