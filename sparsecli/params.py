@@ -19,8 +19,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from sparsecli.errors import ParamsError
-from sparsecli.tuning.metrics import METRICS as TUNE_METRICS
-from sparsecli.tuning.metrics import NAMES as TUNE_METRIC_NAMES
+from sparsecli.tune_metrics import METRICS as TUNE_METRICS
+from sparsecli.tune_metrics import NAMES as TUNE_METRIC_NAMES
 
 
 def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool):
@@ -410,7 +410,7 @@ class BenchmarkParams(Section):
 
 # ---------------------------------------------------------------- tune
 
-# What a tune trial reports (names and threshold ranges): the one list, in sparsecli.tuning.metrics.
+# What a tune trial reports (names and threshold ranges): the one list, in sparsecli.tune_metrics.
 TuneMetric = Literal[TUNE_METRIC_NAMES]  # type: ignore[valid-type]
 
 

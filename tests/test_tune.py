@@ -305,7 +305,7 @@ def test_trials_apply_dynamic_sparsity_and_report_every_metric(ray_cluster, trai
 
     from sparsecli.params import load_params
     from sparsecli.training import read_splits
-    from sparsecli.tuning.metrics import NAMES
+    from sparsecli.tune_metrics import NAMES
     from sparsecli.tuning.session import RAY_ENV
     from sparsecli.tuning.trainable import run_trial
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from sparsecli.params import TuneObjective
-from sparsecli.tuning.metrics import METRICS, NAMES
+from sparsecli.tune_metrics import METRICS, NAMES
 from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.pareto import constrained_order, dominates, hypervolume, non_dominated, nondomination_ranks
 from sparsecli.tuning.scheduler import promote, rungs
@@ -34,7 +34,7 @@ def brute_hypervolume(points, ref):
 
 
 def test_one_list_of_trial_metrics():
-    """Every module takes the trial metrics' names from ``tuning.metrics``; none spells them again."""
+    """Every module takes the trial metrics' names from ``sparsecli.tune_metrics``; none spells them again."""
     import inspect
     import re
     import typing

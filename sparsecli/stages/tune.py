@@ -29,7 +29,7 @@ from sparsecli.params import Params, check_stage
 from sparsecli.progress import Progress
 from sparsecli.training import read_splits
 from sparsecli.tuning.analysis import Analysis, analyse, summary
-from sparsecli.tuning.metrics import METRICS, NAMES
+from sparsecli.tune_metrics import METRICS, NAMES
 from sparsecli.tuning.search import Plan, TrialRecord, run_search
 from sparsecli.tuning.space import check_space
 

@@ -1,6 +1,5 @@
 """Hyperparameter search for the ``tune`` stage, on Ray Tune with Optuna's samplers.
 
-- ``metrics``: the one list of what a trial reports (names, threshold ranges, settled or not).
 - ``objectives``: objectives and thresholds (constraints), maximisation form.
 - ``pareto``: dominance, the non-dominated front, hypervolume, NSGA-II ordering.
 - ``select``: the rules that pick one front point (``tune.select``).
@@ -12,6 +11,8 @@
 - ``search``: the two phases (cheap search, then finishing promising cheap trials), spending the budget.
 - ``analysis``: the feasible front, its hypervolume, the pick and the summary.
 
-Only ``metrics``, ``space``, ``objectives``, ``pareto``, ``select`` and ``analysis`` are imported without
+The one list of what a trial reports is ``sparsecli.tune_metrics`` (a leaf ``params`` reads).
+
+Only ``space``, ``objectives``, ``pareto``, ``select`` and ``analysis`` are imported without
 Ray, so bad params fail before Ray is even imported.
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from sparsecli.progress import Progress
-from sparsecli.tuning.metrics import NAMES
+from sparsecli.tune_metrics import NAMES
 from sparsecli.tuning.trainable import DIVERGED_KEY
 
 _ATTACHED: dict[str, Progress] = {}

@@ -6,7 +6,7 @@ Everything here works in *maximisation form*: a ``min`` objective is negated, so
 is better" holds for every coordinate, and the same Pareto code serves all objectives.
 
 The metrics themselves (names, ranges, which are settled after one epoch) are listed once,
-in ``sparsecli.tuning.metrics``.
+in ``sparsecli.tune_metrics``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparsecli.params import TuneObjective
-from sparsecli.tuning.metrics import METRICS
+from sparsecli.tune_metrics import METRICS
 
 
 @dataclass(frozen=True)

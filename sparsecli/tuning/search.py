@@ -30,7 +30,7 @@ from typing import Any
 
 from sparsecli.params import Params
 from sparsecli.progress import Progress
-from sparsecli.tuning.metrics import METRICS, NAMES
+from sparsecli.tune_metrics import METRICS, NAMES
 from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.pareto import hypervolume, nondomination_ranks
 

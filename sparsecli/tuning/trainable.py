@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sparsecli.evaluation import Split
 from sparsecli.sparse.stats import activity, weight_sparsity
-from sparsecli.tuning.metrics import NAMES
+from sparsecli.tune_metrics import NAMES
 from sparsecli.tuning.space import trial_params
 
 CHECKPOINT_FILE = "trial.pt"

@@ -6,7 +6,8 @@ report, the progress lines, the trial history and the CSV columns. Adding an obj
 a hardware-predicted latency) is one ``Metric`` entry below plus the trainable computing it
 (``sparsecli.tuning.trainable.trial_metrics``; a test checks that it reports every name).
 
-A leaf module (no imports from the package): ``sparsecli.params`` reads it without torch or Ray.
+A leaf module (no imports from the package) outside ``tuning/``: ``sparsecli.params`` reads it, so every
+stage depends on this file but not on the search code.
 """
 
 from __future__ import annotations
