@@ -589,6 +589,12 @@ class PaperNetwork(Section):
     kind: Literal["dense", "sparse"]
     set: dict[str, Any] = {}  # dotted key -> value (the `dvc exp run -S` syntax), model.*, train.*, sparsity.*
 
+    @field_validator("set", mode="after")
+    @classmethod
+    def _flat(cls, value):
+        # `dvc exp run -S paper.networks.X.set.train.lr=0.01` nests the key: flatten it (later keys win)
+        return flatten(value)
+
 
 class PaperParams(Section):
     """The ``paper-train`` (network x seed, DVC matrix) and ``paper`` (aggregate) stages."""
