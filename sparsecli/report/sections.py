@@ -198,7 +198,7 @@ def dense_section(workdir: Path) -> Section | None:
         return None
     section = Section("dense", "Sparse vs dense baseline")
     section.text.append("The dense baseline is the same network without weight masks and kWTA (ReLU instead), "
-                        "trained with the same settings and seed (`train.dense_baseline`).")
+                        "trained with the same settings and seed (train.dense_baseline).")
     rows = [
         ["test accuracy", pct(sparse.get("test_accuracy")), pct(dense.get("test_accuracy"))],
         ["val accuracy", pct(sparse.get("val_accuracy")), pct(dense.get("val_accuracy"))],
@@ -235,7 +235,7 @@ def paper_section(workdir: Path) -> Section | None:
         return None
     networks = paper["networks"]
     section = Section("paper", "Paper reproduction: How Can We Be So Dense?")
-    section.text.append("Mean ± standard deviation over seeds (`metrics/paper.json`). The paper's Table 1 "
+    section.text.append("Mean ± standard deviation over seeds (metrics/paper.json). The paper's Table 1 "
                         "(MNIST, 10,000 test images, 10 seeds) is shown for reference; a noise score is also "
                         "given as a fraction of its maximum (test samples × noise levels) to compare across data sizes.")
     rows = []
