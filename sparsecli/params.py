@@ -709,13 +709,30 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only true/false, so yes, no, on and off stay
+    strings (as DVC, which writes params.yaml in YAML 1.2, reads them: e.g. the words in data.words)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key.path=value`` with the value parsed as YAML, as ``dvc exp run -S`` does."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ParamsError(f"--set {text!r}: expected key.path=value, e.g. --set train.lr=0.05")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -753,7 +770,7 @@ def read_yaml(path: Path, what: str = "params file") -> dict:
     if not path.is_file():
         raise ParamsError(f"{path}: {what} not found; run from the project root or pass --params PATH")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

@@ -121,8 +121,10 @@ def test_params_for_speech_are_checked(tmp_path):
     path = speech_params(tmp_path)
     with pytest.raises(Exception, match="data.max_samples: does not apply to speech_commands"):
         data.run(load_params(path, ["data.max_samples=10"]), tmp_path)
+    # yes/no/on/off are words, not booleans (YAML 1.2, as DVC writes params.yaml)
+    assert load_params(path, ["data.words=[yes, no, on, off]"]).data.words == ["yes", "no", "on", "off"]
     with pytest.raises(Exception, match='data.words = \\[true, false\\]: quote the words'):
-        load_params(path, ["data.words=[yes, no]"])
+        load_params(path, ["data.words=[true, false]"])
 
 
 def test_speech_template_trains_and_reports_end_to_end(tmp_path):
