@@ -81,7 +81,8 @@ def test_paper_template_runs_every_network_and_seed(paper_project):
         assert n["noise_score"]["mean"] == pytest.approx(sum(r["noise_score"] for r in runs) / 2)
         assert runs[0]["test_accuracy"] != runs[1]["test_accuracy"] or runs[0]["noise_score"] != runs[1]["noise_score"]
         assert set(n["accuracy_by_noise"]) == {"0.0", "0.2", "0.5"}
-    assert networks["sparse_cnn2"]["weight_sparsity"]["mean"] > 0.3 > networks["dense_cnn2"]["weight_sparsity"]["mean"]
+    # dense conv weights, 70% zeros in the hidden layer only
+    assert networks["sparse_cnn2"]["weight_sparsity"]["mean"] > 0.1 and networks["dense_cnn2"]["weight_sparsity"]["mean"] == 0
     html = (paper_project / "reports" / "index.html").read_text()
     assert 'id="paper"' in html and "paper: Sparse CNN-2" in html and "103,764 ± 1,125" in html
     assert "up to date" in sh("dvc", "status", cwd=paper_project)
