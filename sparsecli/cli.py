@@ -295,6 +295,53 @@ def _benchmark_summary(metrics: dict) -> str:
     return "\n".join(["benchmark: done. end-to-end speedup over dense torch:", *lines, *failed])
 
 
+@app.command("paper-train")
+def paper_train(
+    network: Annotated[str, typer.Option("--network", help="A network of paper.networks.")],
+    seed: Annotated[int, typer.Option("--seed", help="A seed of paper.seeds.")],
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Train one paper network at one seed (a DVC matrix stage): paper/NETWORK/seedSEED/."""
+
+    def call(p, progress):
+        from sparsecli.stages import paper as stage
+
+        return stage.train(p, network, seed, progress=progress)
+
+    _run("paper-train", params, set_, as_json, quiet, verbose, call)
+
+
+@app.command()
+def paper(
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Aggregate the paper runs over seeds (mean, std): metrics/paper.json."""
+
+    def call(p, progress):
+        from sparsecli.stages import paper as stage
+
+        return stage.run(p, progress=progress)
+
+    _run("paper", params, set_, as_json, quiet, verbose, call, render=_paper_summary)
+
+
+def _paper_summary(result: dict) -> str:
+    lines = ["paper: done. test accuracy and noise score, mean ± std over seeds:"]
+    for name, n in result["networks"].items():
+        acc, score = n["test_accuracy"], n["noise_score"]
+        lines.append(f"  {name} ({n['kind']}, {n['seeds']} seeds): {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}%, "
+                     f"{score['mean']:,.0f} ± {score['std']:,.0f} of {n['noise_samples']:,}")
+    return "\n".join(lines)
+
+
 @app.command()
 def report(
     params: ParamsOption = Path("params.yaml"),

@@ -10,6 +10,7 @@ Words: ``sparsity`` is the fraction of zeros, ``density`` the fraction of non-ze
 
 from __future__ import annotations
 
+import copy
 import re
 import types
 from pathlib import Path
@@ -97,17 +98,47 @@ class IdxParams(Section):
     sha256: IdxChecksums = IdxChecksums()
 
 
+# The ten keywords of Google Speech Commands (the paper's 10 classes; v2 adds more words).
+SPEECH_KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+
+
+class SpeechParams(Section):
+    """Speech Commands clips -> features: 16 kHz mono 16-bit WAV, padded/trimmed to 1 s.
+
+    ``mfcc``: 32 MFCC x 32 frames (librosa, n_fft 1024, hop 512, 40 mel bands);
+    ``logmel``: 32 log-mel bands x 32 frames (same STFT). Features [1, 32, 32] per clip.
+    """
+
+    features: Literal["mfcc", "logmel"] = "mfcc"
+    max_per_word: PositiveInt | None = None  # clips read per word and split (null = all): a quicker run
+
+
 class DataParams(Section):
-    source: Literal["digits", "synthetic", "idx", "npz", "csv"] = "digits"
-    path: str | None = None  # idx: a directory; npz/csv: a file
+    source: Literal["digits", "synthetic", "idx", "npz", "csv", "speech_commands"] = "digits"
+    path: str | None = None  # idx, speech_commands: a directory; npz/csv: a file
     raw_dir: str = "data/raw"  # where idx files fetched from base_url are kept
     label_column: str = "label"  # csv only
     max_samples: PositiveInt | None = None  # stratified subsample before splitting
     val_fraction: Fraction = 0.15
     test_fraction: Fraction = 0.2
     standardize: bool = True
+    # feature: each feature to mean 0, std 1; global: one mean and std over all features (the
+    # paper's MNIST normalisation); both fitted on the training split
+    standardize_scope: Literal["feature", "global"] = "feature"
+    # images: resize to image_size x image_size (bilinear) before splitting, e.g. the 8x8 digits
+    # to MNIST's 28x28; null keeps the source's size
+    image_size: Annotated[int, _interval(2, None, False, True)] | None = None
+    words: list[str] = SPEECH_KEYWORDS  # speech_commands: the word folders that are classes
+    speech: SpeechParams = SpeechParams()
     synthetic: SyntheticParams = SyntheticParams()
     idx: IdxParams = IdxParams()
+
+    @field_validator("words", mode="before")
+    @classmethod
+    def _words(cls, value):
+        if isinstance(value, list) and any(isinstance(w, bool) for w in value):
+            raise ValueError('quote the words: YAML reads yes, no, on and off unquoted as true/false ("yes", "no", ...)')
+        return value
 
     @model_validator(mode="after")
     def _check(self):
@@ -119,6 +150,11 @@ class DataParams(Section):
             raise _CrossFieldError("path", None, f"required for source {self.source}: set it to the file to read")
         if self.source == "idx" and not self.path and not self.idx.base_url:
             raise _CrossFieldError("path", None, "source idx needs data.path (a directory) or data.idx.base_url")
+        if self.source == "speech_commands":
+            if not self.path:
+                raise _CrossFieldError("path", None, "source speech_commands needs data.path: the folder of word folders")
+            if len(self.words) < 2 or len(set(self.words)) != len(self.words):
+                raise _CrossFieldError("words", self.words, "list at least 2 different word folders")
         return self
 
 
@@ -158,6 +194,8 @@ class ConvParams(Section):
     channels: PositiveInt
     kernel_size: PositiveInt = 3
     pool: PositiveInt = 2  # max-pool window after the activation (1 = none)
+    padding: Literal["same", "valid"] = "same"  # valid: no padding, the output shrinks by kernel_size - 1
+    pool_first: bool = False  # pool before the activation (the paper's conv -> max-pool -> kWTA)
     weights: WeightsParams = WeightsParams()
     kwta: KWTAParams | None = None
 
@@ -173,6 +211,9 @@ class ModelParams(Section):
     conv: list[ConvParams] = []  # cnn only: conv blocks before the linear layers
     layers: list[LinearParams] = []  # hidden linear layers; the classifier head is added
     batch_norm: bool = True  # before each activation
+    # weight init, uniform over the non-zero fan-in n: he = +-sqrt(6/n) (for ReLU-like units);
+    # pytorch = +-1/sqrt(n), torch's default (what the paper's code used); biases +-1/sqrt(n)
+    init: Literal["he", "pytorch"] = "he"
 
     @model_validator(mode="after")
     def _check(self):
@@ -204,6 +245,36 @@ def check_k(kwta: KWTAParams, units: int, key: str) -> None:
 # ---------------------------------------------------------------- train
 
 
+NOISE_LEVELS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
+
+
+class NoiseParams(Section):
+    """How the test set is corrupted for the noise score (Ahmad & Scheinkman 2019).
+
+    ``pixels`` (the paper's): in each test sample a fraction ``level`` of the features, chosen at
+    random, is set to white = mean + ``white_std`` std of the raw training inputs (one value over
+    all pixels, as the paper computes it on MNIST), passed through the data stage's
+    standardisation. ``gaussian``: noise of std ``level`` added to the (standardised) inputs.
+    ``waveform`` (speech_commands only): each test clip becomes (1 - level) * clip + level *
+    uniform(-1, 1) white noise before its features are computed; the data stage writes those
+    feature sets. noise score = correct classifications summed over the levels.
+    """
+
+    kind: Literal["pixels", "gaussian", "waveform"] = "pixels"
+    levels: list[Annotated[float, _interval(0, None, False, True)]] = NOISE_LEVELS
+    white_std: NonNegFloat = 2.0  # pixels: white = mean + white_std * std
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.levels:
+            raise _CrossFieldError("levels", [], "list at least one noise level, e.g. [0.0, 0.1, 0.5]")
+        if len(set(self.levels)) != len(self.levels):
+            raise _CrossFieldError("levels", self.levels, "must not repeat a level")
+        if self.kind in ("pixels", "waveform") and max(self.levels) > 1:
+            raise _CrossFieldError("levels", self.levels, f"{self.kind} levels are fractions: each must be <= 1")
+        return self
+
+
 class TrainParams(Section):
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: PositiveFloat = 0.001
@@ -211,11 +282,15 @@ class TrainParams(Section):
     weight_decay: NonNegFloat = 0.0
     epochs: PositiveInt = 40
     batch_size: PositiveInt = 64
+    first_epoch_batch_size: PositiveInt | None = None  # the paper's small first epoch (4); null = batch_size
     schedule: Literal["constant", "step", "cosine", "onecycle"] = "cosine"
     step_size: PositiveInt = 10  # step schedule: epochs between decays
     gamma: Annotated[float, _interval(0, 1, True, False)] = 0.5  # step schedule: decay factor
     early_stopping: NonNegInt = 0  # patience in epochs without val-accuracy gain; 0 = off
-    noise_levels: list[NonNegFloat] = [0.1, 0.25, 0.5]  # std of Gaussian input noise for robustness
+    noise: NoiseParams = NoiseParams()  # the noise score's protocol
+    # also train the same network without masks and kWTA (ReLU), same settings and seed:
+    # its metrics go under `dense` in metrics/train.json
+    dense_baseline: bool = False
 
 
 # ---------------------------------------------------------------- sparsity (dynamic sparse training)
@@ -507,6 +582,46 @@ class TuneParams(Section):
         return self
 
 
+# ---------------------------------------------------------------- paper
+
+NETWORK_NAME = r"^[a-z0-9][a-z0-9_-]*$"
+PAPER_KEYS = ("model.", "train.", "sparsity.")  # what a network may change; data and seed are shared
+
+
+class PaperNetwork(Section):
+    """One network of the paper reproduction: this file's model/train/sparsity with keys changed."""
+
+    kind: Literal["dense", "sparse"]
+    set: dict[str, Any] = {}  # dotted key -> value (the `dvc exp run -S` syntax), model.*, train.*, sparsity.*
+
+    @field_validator("set", mode="after")
+    @classmethod
+    def _flat(cls, value):
+        # `dvc exp run -S paper.networks.X.set.train.lr=0.01` nests the key: flatten it (later keys win)
+        return flatten(value)
+
+
+class PaperParams(Section):
+    """The ``paper-train`` (network x seed, DVC matrix) and ``paper`` (aggregate) stages."""
+
+    seeds: list[NonNegInt] = [1, 2, 3, 4, 5]
+    networks: dict[str, PaperNetwork] = {}
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.seeds)) != len(self.seeds):
+            raise _CrossFieldError("seeds", self.seeds, "must not repeat a seed")
+        for name, network in self.networks.items():
+            if not re.match(NETWORK_NAME, name):
+                raise _CrossFieldError(f"networks.{name}", name,
+                                       "a network name is lower-case letters, digits, - and _ (it names folders)")
+            for key in network.set:
+                if not str(key).startswith(PAPER_KEYS):
+                    raise _CrossFieldError(f"networks.{name}.set.{key}", network.set[key],
+                                           "a network may change model.*, train.* and sparsity.* keys only")
+        return self
+
+
 # ---------------------------------------------------------------- all
 
 
@@ -520,6 +635,39 @@ class Params(Section):
     hardware_map: HardwareMapParams = HardwareMapParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     tune: TuneParams = TuneParams()
+    paper: PaperParams = PaperParams()
+
+    @model_validator(mode="after")
+    def _check_noise(self):
+        if self.train.noise.kind == "waveform" and self.data.source != "speech_commands":
+            raise _CrossFieldError("train.noise.kind", "waveform",
+                                   f"needs data.source speech_commands (the data is {self.data.source}); use pixels or gaussian")
+        return self
+
+    @model_validator(mode="after")
+    def _check_paper_networks(self):
+        base = self.model_dump(exclude={"paper"})
+        for name, network in self.paper.networks.items():
+            raw = copy.deepcopy(base)
+            where = f"paper.networks.{name}.set"
+            try:
+                for key, value in network.set.items():
+                    set_key(raw, str(key), value, where)
+            except ParamsError as e:
+                raise _CrossFieldError("paper.networks", name, str(e)) from None
+            text = _unknown_keys(raw, Params, "")
+            if text is None:
+                try:
+                    Params.model_validate(raw)
+                except ValidationError as e:
+                    text = _describe(e.errors()[0], raw)
+            if text is not None:
+                bad = next((k for k in network.set if text.startswith(str(k))), None)
+                message = text.split(": ", 1)[-1]
+                if bad is None:
+                    raise _CrossFieldError(where, list(network.set), f"makes {text}")
+                raise _CrossFieldError(f"{where}.{bad}", network.set[bad], message)
+        return self
 
 
     def flat(self) -> dict[str, Any]:
@@ -583,9 +731,16 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML as DVC reads it (YAML 1.2 numbers): ``1e-3`` is a float, not the string PyYAML makes of it."""
+    """YAML as DVC reads and writes it (YAML 1.2): ``1e-3`` is a float (PyYAML makes a string of it),
+    and only true/false are booleans, so yes, no, on and off stay strings (e.g. the words in data.words)."""
 
 
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -594,7 +749,7 @@ _Loader.add_implicit_resolver(
 
 
 def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

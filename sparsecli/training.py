@@ -30,16 +30,8 @@ from sparsecli.sparse import rezero_weights, update_boost_strength
 
 def read_splits(workdir: Path = Path(".")) -> tuple[dict[str, Split], dict]:
     """The ``data`` stage's outputs as tensors, plus ``meta.json``."""
-    import json
-
     folder = Path(workdir) / "data"
-    meta_path = folder / "meta.json"
-    if not meta_path.is_file():
-        raise InputFileError(f"{meta_path}: not found; run `sparsecli data` (or `dvc repro`) first")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
-        raise InputFileError(f"{meta_path}: not valid JSON; rerun `sparsecli data`") from None
+    meta = read_meta(workdir)
     splits = {}
     for name in ("train", "val", "test"):
         path = folder / f"{name}.npz"
@@ -51,6 +43,19 @@ def read_splits(workdir: Path = Path(".")) -> tuple[dict[str, Split], dict]:
         except Exception:
             raise InputFileError(f"{path}: unreadable or corrupted; rerun `sparsecli data`") from None
     return splits, meta
+
+
+def read_meta(workdir: Path = Path(".")) -> dict:
+    """The ``data`` stage's ``data/meta.json``."""
+    import json
+
+    meta_path = Path(workdir) / "data" / "meta.json"
+    if not meta_path.is_file():
+        raise InputFileError(f"{meta_path}: not found; run `sparsecli data` (or `dvc repro`) first")
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        raise InputFileError(f"{meta_path}: not valid JSON; rerun `sparsecli data`") from None
 
 
 class DivergedError(SparsecliError):
@@ -78,16 +83,33 @@ def make_optimizer(model: nn.Module, train: TrainParams) -> torch.optim.Optimize
     return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
 
 
-def make_scheduler(optimizer, train: TrainParams, epochs: int, steps_per_epoch: int):
-    """A scheduler stepped once per optimizer step, whatever the schedule."""
-    total = epochs * steps_per_epoch
+def epoch_steps(train: TrainParams, samples: int, epoch: int) -> int:
+    """Optimizer steps (batches) in an epoch: epoch 1 may use ``first_epoch_batch_size``."""
+    return math.ceil(samples / batch_size(train, epoch))
+
+
+def batch_size(train: TrainParams, epoch: int) -> int:
+    return train.first_epoch_batch_size if epoch == 1 and train.first_epoch_batch_size else train.batch_size
+
+
+def make_scheduler(optimizer, train: TrainParams, epochs: int, steps_per_epoch: int, first_epoch_steps: int | None = None):
+    """A scheduler stepped once per optimizer step, whatever the schedule.
+
+    Schedules are functions of the epochs done (a fraction within an epoch), so a first epoch
+    with more, smaller batches (``train.first_epoch_batch_size``) counts as one epoch.
+    """
+    first = first_epoch_steps or steps_per_epoch
+    total = first + (epochs - 1) * steps_per_epoch
+
+    def done(s: int) -> float:  # epochs done after s steps
+        return s / first if s < first else 1 + (s - first) / steps_per_epoch
+
     if train.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total)
     if train.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(done(s), epochs) / epochs)))
     if train.schedule == "step":
-        every = train.step_size * steps_per_epoch
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: train.gamma ** (s // every))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: train.gamma ** (math.floor(done(s) + 1e-9) // train.step_size))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 
@@ -113,22 +135,24 @@ def fit(
     progress = progress or Progress()
     state = state or FitState()
     data = splits["train"]
-    steps_per_epoch = math.ceil(len(data) / train.batch_size)
+    steps_per_epoch = epoch_steps(train, len(data), 2)
+    first_steps = epoch_steps(train, len(data), 1)
     optimizer = make_optimizer(model, train)
-    scheduler = make_scheduler(optimizer, train, epochs, steps_per_epoch)
+    scheduler = make_scheduler(optimizer, train, epochs, steps_per_epoch, first_steps)
     if state.optimizer is not None:
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
     progress.start(task, epochs, steps_per_epoch)
-    step = state.epoch * steps_per_epoch
+    step = first_steps + (state.epoch - 1) * steps_per_epoch if state.epoch else 0
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
             model.train()
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
             total_loss, correct, seen = 0.0, 0, 0
             lr = optimizer.param_groups[0]["lr"]
-            for start in range(0, len(data), train.batch_size):
-                idx = order[start:start + train.batch_size]
+            size = batch_size(train, epoch)
+            for start in range(0, len(data), size):
+                idx = order[start:start + size]
                 if len(idx) == 1 and start > 0:
                     continue  # batch norm cannot train on one sample: a last batch of one is skipped
                 x, y = data.x[idx], data.y[idx]

@@ -41,10 +41,10 @@ def test_bad_params_name_the_key_and_the_fix(tiny_params_path, override, expecte
 
 
 def test_overrides_use_the_dvc_syntax(tiny_params_path):
-    params = load_params(tiny_params_path, ["train.lr=0.05", "model.layers.0.kwta=null", "train.noise_levels=[0.2]"])
+    params = load_params(tiny_params_path, ["train.lr=0.05", "model.layers.0.kwta=null", "train.noise.levels=[0.2]"])
     assert params.train.lr == 0.05
     assert params.model.layers[0].kwta is None
-    assert params.train.noise_levels == [0.2]
+    assert params.train.noise.levels == [0.2]
     assert parse_override("data.path=a=b") == ("data.path", "a=b")
     with pytest.raises(ParamsError, match="expected key.path=value"):
         parse_override("train.lr")
@@ -53,7 +53,7 @@ def test_overrides_use_the_dvc_syntax(tiny_params_path):
 def test_flat_keys_are_dotted_paths(tiny_params):
     flat = tiny_params.flat()
     assert flat["model.layers.0.kwta.percent_on"] == 0.25
-    assert flat["train.noise_levels.1"] == 0.5
+    assert flat["train.noise.levels.2"] == 0.5
 
 
 def test_missing_and_malformed_params_files(tmp_path):
@@ -138,6 +138,10 @@ def test_every_params_file_passes_the_full_validation(label, path, overlay, tmp_
         set_key(raw, key, value, label)
     if raw.get("data", {}).get("source") == "idx":
         raw["data"]["path"] = str(write_digits_as_mnist(tmp_path / "raw" / "mnist"))
+    if raw.get("data", {}).get("source") == "speech_commands":
+        from wavs import make_speech_commands
+
+        raw["data"]["path"] = str(make_speech_commands(tmp_path / "raw" / "speech_commands", raw["data"]["words"]))
     params = validate(raw, label)
     if params.data.source == "synthetic":  # the shapes matter here, not the sample count
         params.data.synthetic.samples = 200

@@ -41,7 +41,7 @@ def test_default_magnitude_prunes_fine_tunes_and_writes_a_checkpoint_of_the_same
     assert metrics["activation_sparsity_per_layer"]["layers.0"] == pytest.approx(0.75)  # kWTA still on
     assert metrics["pattern_satisfied"] and metrics["resurrected_weights"] == 0
     assert metrics["test_accuracy"] > 0.7 and metrics["test_accuracy_before"] > 0.8
-    assert set(metrics["accuracy_by_noise"]) == {"0.1", "0.5"}
+    assert set(metrics["accuracy_by_noise"]) == {"0.0", "0.1", "0.5"}
     # the pruned checkpoint rebuilds from its stored params, masks from the state_dict
     model, params, payload = checkpoint.load(project / "models" / "pruned.pt")
     splits, _ = read_splits(project)

@@ -20,8 +20,8 @@ def test_report_has_a_section_per_stage_that_ran_and_is_self_contained(tmp_path,
     shutil.copytree(pipeline_dir, project)
     result = report.run(tiny_params, project)
     html = (project / "reports" / "index.html").read_text()
-    assert sections_of(html) == result["sections"] == ["data", "training", "sparsity", "noise", "prune", "hardware",
-                                                       "benchmark"]
+    assert sections_of(html) == result["sections"] == ["data", "training", "sparsity", "noise", "dense", "prune",
+                                                       "hardware", "benchmark"]
     assert "<h3>cpu-local (calibrated, fp32)</h3>" in html
     assert "predicted / measured" in html  # cpu-local's cost model against a timing here
     assert html.count("data:image/png;base64,") == result["figures"] >= 5
@@ -32,9 +32,9 @@ def test_report_has_a_section_per_stage_that_ran_and_is_self_contained(tmp_path,
 
 
 def test_sections_are_omitted_when_their_inputs_are_missing(project, tiny_params, monkeypatch):
-    assert report.run(tiny_params, project)["sections"] == ["data", "training", "sparsity", "noise"]
+    assert report.run(tiny_params, project)["sections"] == ["data", "training", "sparsity", "noise", "dense"]
     (project / "metrics" / "train_history.csv").unlink()
-    assert report.run(tiny_params, project)["sections"] == ["data", "training", "sparsity", "noise"]
+    assert report.run(tiny_params, project)["sections"] == ["data", "training", "sparsity", "noise", "dense"]
     shutil.rmtree(project / "metrics")
     monkeypatch.chdir(project)
     before = snapshot(project)

@@ -25,8 +25,11 @@ def test_metrics_report_accuracy_sparsity_macs_and_noise(trained_dir):
     assert layer0["nonzero"] <= 0.5 * 64 * 32 + 1e-6
     assert metrics["macs_per_layer"]["head"]["nonzero"] == pytest.approx(8 * 10)
     assert metrics["mac_reduction"] == pytest.approx(metrics["macs_dense"] / metrics["macs_nonzero"])
-    assert set(metrics["accuracy_by_noise"]) == {"0.1", "0.5"}
-    assert metrics["noise_score"] == pytest.approx(sum(metrics["accuracy_by_noise"].values()))
+    assert set(metrics["accuracy_by_noise"]) == {"0.0", "0.1", "0.5"}
+    assert metrics["accuracy_by_noise"]["0.0"] == metrics["test_accuracy"]
+    test_size = json.loads((trained_dir / "data" / "meta.json").read_text())["sizes"]["test"]
+    assert metrics["noise_score"] == round(sum(metrics["accuracy_by_noise"].values()) * test_size)
+    assert metrics["noise_score_fraction"] == pytest.approx(metrics["noise_score"] / (3 * test_size))
     assert (trained_dir / "metrics" / "train_history.csv").read_text().startswith("epoch,")
     assert not (trained_dir / "models" / ".train.resume.pt").exists()
 

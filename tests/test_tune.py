@@ -169,7 +169,7 @@ def test_train_reads_best_params_and_reproduces_the_trial(tuned):
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(project)
-            result = runner.invoke(app, ["train", "--json", "-q", "--set", "train.noise_levels=[0.2]"])
+            result = runner.invoke(app, ["train", "--json", "-q", "--set", "train.noise.levels=[0.2]"])
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
@@ -179,7 +179,7 @@ def test_train_reads_best_params_and_reproduces_the_trial(tuned):
     stored = torch.load(project / "models" / "train.pt", weights_only=True)["params"]
     assert stored["train"]["lr"] == best["train.lr"]
     assert stored["model"]["layers"][1]["weights"]["sparsity"] == best["model.layers.1.weights.sparsity"]
-    assert stored["train"]["noise_levels"] == [0.2]  # --set still applies over the overlay
+    assert stored["train"]["noise"]["levels"] == [0.2]  # --set still applies over the overlay
 
 
 def test_tensorboard_has_a_run_per_trial_and_an_hparams_table(tuned):

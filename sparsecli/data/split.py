@@ -21,7 +21,13 @@ def stratified_split(y: np.ndarray, fractions: list[float], rng: np.random.Gener
 
 def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """Zero mean, unit variance per feature, fitted on the training split only."""
+    mean, std = feature_stats(train)
+    return [((a - mean) / std).astype(np.float32) for a in (train, *others)]
+
+
+def feature_stats(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std of the training split (std 0 -> 1), as ``standardize`` applies them."""
     mean = train.mean(axis=0)
     std = train.std(axis=0)
     std[std == 0] = 1.0
-    return [((a - mean) / std).astype(np.float32) for a in (train, *others)]
+    return mean, std

@@ -27,5 +27,19 @@ def build_model(params: Params, meta: dict) -> nn.Module:
                 f"model.arch = cnn: the data ({meta.get('source', '?')}) has no image shape; "
                 "use model.arch=mlp or an image source (digits, idx, npz of images)"
             )
-        return CNN(params.model, tuple(image_shape), classes, generator)
-    return MLP(params.model, int(meta["features"]), classes, generator)
+        model = CNN(params.model, tuple(image_shape), classes, generator)
+    else:
+        model = MLP(params.model, int(meta["features"]), classes, generator)
+    if params.model.init == "pytorch":
+        _pytorch_init(model)
+    return model
+
+
+@torch.no_grad()
+def _pytorch_init(model: nn.Module) -> None:
+    """Scale the He-uniform weights (+-sqrt(6/n)) to torch's default bound (+-1/sqrt(n)): the same draws."""
+    from sparsecli.sparse.weights import SparseWeights
+
+    for module in model.modules():
+        if isinstance(module, SparseWeights):
+            module.module.weight.mul_(6 ** -0.5)

@@ -47,14 +47,23 @@ class LinearBlock(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """Same-padded conv, then its activation, then max-pooling."""
+    """Conv (same-padded, or valid), then its activation, then max-pooling (or pooling first)."""
 
     def __init__(self, shape: tuple[int, int, int], channels: int, kernel_size: int, pool: int,
                  sparsity: float, kwta: KWTAParams | None, batch_norm: bool, key: str,
-                 generator: torch.Generator):
+                 generator: torch.Generator, padding: str = "same", pool_first: bool = False):
         super().__init__()
         in_channels, height, width = shape
-        conv = nn.Conv2d(in_channels, channels, kernel_size, padding=kernel_size // 2)
+        if padding == "valid":
+            height, width = height - kernel_size + 1, width - kernel_size + 1
+            if height < 1 or width < 1:
+                raise ParamsError(f"{key}.kernel_size = {kernel_size}: larger than the {shape[1]}x{shape[2]} input "
+                                  "of this layer without padding; use padding: same or a smaller kernel")
+        self.out_hw = (height, width)
+        self.pool_first = pool_first
+        if pool_first:
+            height, width = height // pool, width // pool
+        conv = nn.Conv2d(in_channels, channels, kernel_size, padding=kernel_size // 2 if padding == "same" else 0)
         self.weights = sparse(conv, sparsity, key, generator)
         self.norm = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
         if kwta is None:
@@ -67,6 +76,8 @@ class ConvBlock(nn.Module):
         self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_first:
+            return self.act(self.pool(self.norm(self.weights(x))))
         return self.pool(self.act(self.norm(self.weights(x))))
 
 

@@ -19,9 +19,10 @@ class CNN(nn.Module):
         convs = []
         for i, conv in enumerate(params.conv):
             key = f"model.conv.{i}"
-            convs.append(ConvBlock(shape, conv.channels, conv.kernel_size, conv.pool, conv.weights.sparsity,
-                                   conv.kwta, params.batch_norm, key, generator))
-            height, width = shape[1] // conv.pool, shape[2] // conv.pool
+            block = ConvBlock(shape, conv.channels, conv.kernel_size, conv.pool, conv.weights.sparsity,
+                              conv.kwta, params.batch_norm, key, generator, conv.padding, conv.pool_first)
+            convs.append(block)
+            height, width = block.out_hw[0] // conv.pool, block.out_hw[1] // conv.pool
             if height < 1 or width < 1:
                 raise ParamsError(
                     f"{key}.pool = {conv.pool}: the {shape[1]}x{shape[2]} input of this layer would pool "

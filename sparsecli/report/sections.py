@@ -171,14 +171,119 @@ def noise_section(out: Outputs) -> Section | None:
     if not models:
         return None
     section = Section("noise", "Noise robustness")
-    with figure("Accuracy under Gaussian input noise", "noise std (standardised inputs)", "test accuracy") as ax:
+    title, xlabel = NOISE_AXES.get(next(iter(models.values())).get("noise_kind", "gaussian"), NOISE_AXES["gaussian"])
+    with figure(title, xlabel, "test accuracy") as ax:
         for label, metrics in models.items():
             curve = {0.0: metrics.get("test_accuracy")} | {float(k): v for k, v in metrics["accuracy_by_noise"].items()}
             levels = sorted(curve)
             ax.plot(levels, [curve[x] for x in levels], marker="o", label=label)
     section.figures.append(Figure("noise_robustness", ax.figure.png, "Test accuracy as input noise grows."))
-    section.tables.append(Table(["model", "noise score (sum of accuracies)"],
-                                [[label, num(m.get("noise_score"))] for label, m in models.items()]))
+    section.tables.append(Table(["model", "noise score (correct over all levels)", "of the maximum"],
+                                [[label, num(m.get("noise_score")), pct(m.get("noise_score_fraction"))]
+                                 for label, m in models.items()]))
+    return section
+
+
+# noise kind -> (plot title, x axis label)
+NOISE_AXES = {
+    "gaussian": ("Accuracy under Gaussian input noise", "noise std (standardised inputs)"),
+    "pixels": ("Accuracy with a fraction of pixels set to white", "fraction of pixels set to white (mean + 2 std)"),
+    "waveform": ("Accuracy with white noise mixed into the clips", "noise level a: (1 - a) clip + a uniform(-1, 1)"),
+}
+
+
+def _noise_curve(metrics: dict) -> tuple[list[float], list[float]]:
+    curve = {float(k): v for k, v in metrics["accuracy_by_noise"].items()}
+    curve.setdefault(0.0, metrics.get("test_accuracy"))
+    levels = sorted(curve)
+    return levels, [curve[x] for x in levels]
+
+
+def dense_section(out: Outputs) -> Section | None:
+    """The trained network beside its dense twin (``train.dense_baseline``): accuracy, noise, MACs."""
+    sparse = read_json(out["train"]["metrics"])
+    dense = (sparse or {}).get("dense")
+    if not dense:
+        return None
+    section = Section("dense", "Sparse vs dense baseline")
+    section.text.append("The dense baseline is the same network without weight masks and kWTA (ReLU instead), "
+                        "trained with the same settings and seed (train.dense_baseline).")
+    rows = [
+        ["test accuracy", pct(sparse.get("test_accuracy")), pct(dense.get("test_accuracy"))],
+        ["val accuracy", pct(sparse.get("val_accuracy")), pct(dense.get("val_accuracy"))],
+        ["noise score (correct over all levels)", num(sparse.get("noise_score")), num(dense.get("noise_score"))],
+        ["noise score, of the maximum", pct(sparse.get("noise_score_fraction")), pct(dense.get("noise_score_fraction"))],
+        ["weight sparsity", pct(sparse.get("weight_sparsity")), pct(dense.get("weight_sparsity"))],
+        ["activation sparsity", pct(sparse.get("activation_sparsity")), pct(dense.get("activation_sparsity"))],
+        ["MACs per inference (non-zero)", num(sparse.get("macs_nonzero")), num(dense.get("macs_nonzero"))],
+        ["MACs per inference (dense count)", num(sparse.get("macs_dense")), num(dense.get("macs_dense"))],
+    ]
+    section.tables.append(Table(["", "sparse (trained)", "dense baseline"], rows))
+    if sparse.get("accuracy_by_noise") and dense.get("accuracy_by_noise"):
+        title, xlabel = NOISE_AXES.get(sparse.get("noise_kind", "gaussian"), NOISE_AXES["gaussian"])
+        with figure(f"Sparse vs dense: {title[0].lower()}{title[1:]}", xlabel, "test accuracy") as ax:
+            ax.plot(*_noise_curve(sparse), marker="o", label="sparse (trained)")
+            ax.plot(*_noise_curve(dense), marker="s", linestyle="--", label="dense baseline")
+        section.figures.append(Figure("dense_vs_sparse_noise", ax.figure.png,
+                                      "Test accuracy as noise grows, the sparse network and its dense baseline."))
+    return section
+
+
+# Ahmad & Scheinkman (2019), Table 1 (MNIST, 10 seeds): test accuracy %, noise score (of 110,000)
+PAPER_TABLE_1 = {
+    "dense": {"name": "Dense CNN-2", "accuracy": (99.31, 0.06), "noise_score": (97_040, 2_853)},
+    "sparse": {"name": "Sparse CNN-2", "accuracy": (99.09, 0.05), "noise_score": (103_764, 1_125)},
+}
+PAPER_NOISE_MAX = 110_000  # 10,000 test images x 11 levels
+
+
+def paper_section(out: Outputs) -> Section | None:
+    """The paper reproduction (``metrics/paper.json``): the table in the paper's shape, the noise curves."""
+    paper = read_json(out["paper"]["metrics"])
+    if not paper or not paper.get("networks"):
+        return None
+    networks = paper["networks"]
+    section = Section("paper", "Paper reproduction: How Can We Be So Dense?")
+    section.text.append("Mean ± standard deviation over seeds (metrics/paper.json). The paper's Table 1 "
+                        "(MNIST, 10,000 test images, 10 seeds) is shown for reference; a noise score is also "
+                        "given as a fraction of its maximum (test samples × noise levels) to compare across data sizes.")
+    rows = []
+    for name, n in networks.items():
+        acc, score, frac = n["test_accuracy"], n["noise_score"], n.get("noise_score_fraction") or {}
+        rows.append([name, n["kind"], n["seeds"], f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}",
+                     f"{score['mean']:,.0f} ± {score['std']:,.0f}",
+                     f"{100 * frac.get('mean', 0):.1f} ± {100 * frac.get('std', 0):.1f}%",
+                     pct((n.get("weight_sparsity") or {}).get("mean")),
+                     num((n.get("macs_nonzero") or {}).get("mean"))])
+    for kind, ref in PAPER_TABLE_1.items():
+        (a, a_sd), (sc, sc_sd) = ref["accuracy"], ref["noise_score"]
+        rows.append([f"paper: {ref['name']}", kind, 10, f"{a:.2f} ± {a_sd:.2f}", f"{sc:,} ± {sc_sd:,}",
+                     f"{100 * sc / PAPER_NOISE_MAX:.1f} ± {100 * sc_sd / PAPER_NOISE_MAX:.1f}%", "–", "–"])
+    section.tables.append(Table(["network", "kind", "seeds", "test accuracy %", "noise score", "noise score, of max",
+                                 "weight sparsity", "non-zero MACs"], rows))
+    best = {kind: max((n for n in networks.values() if n["kind"] == kind), key=lambda n: n["noise_score"]["mean"],
+                      default=None) for kind in ("dense", "sparse")}
+    if best["dense"] and best["sparse"]:
+        gap = 100 * (best["dense"]["test_accuracy"]["mean"] - best["sparse"]["test_accuracy"]["mean"])
+        holds = best["sparse"]["noise_score"]["mean"] >= best["dense"]["noise_score"]["mean"] and gap <= 1.0
+        section.text.append(
+            f"The paper's shape (best sparse noise score ≥ best dense, test accuracy at most 1 point lower): "
+            f"{'holds' if holds else 'does NOT hold'} here: noise score {best['sparse']['noise_score']['mean']:,.0f} vs "
+            f"{best['dense']['noise_score']['mean']:,.0f}, accuracy {gap:+.2f} points (dense minus sparse).")
+    kind = next(iter(networks.values())).get("noise_kind", "pixels")
+    title, xlabel = NOISE_AXES.get(kind, NOISE_AXES["pixels"])
+    with figure(title, xlabel, "test accuracy (mean ± std over seeds)") as ax:
+        for name, n in networks.items():
+            levels = sorted(n["accuracy_by_noise"], key=float)
+            xs = [float(x) for x in levels]
+            mean = [n["accuracy_by_noise"][x]["mean"] for x in levels]
+            std = [n["accuracy_by_noise"][x]["std"] for x in levels]
+            style = "--" if n["kind"] == "dense" else "-"
+            line, = ax.plot(xs, mean, linestyle=style, marker="o", label=f"{name} ({n['kind']})")
+            ax.fill_between(xs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                            color=line.get_color(), alpha=0.2)
+    section.figures.append(Figure("paper_noise_curves", ax.figure.png,
+                                  "Accuracy against noise, each network's mean over seeds (band: ± 1 std)."))
     return section
 
 
@@ -368,7 +473,8 @@ def _si(x, unit: str) -> str:
     return f"{x / 1e-9:.3g} n{unit}"
 
 
-SECTIONS = (data_section, tune_section, training_section, sparsity_accuracy_section, noise_section, prune_section,
+SECTIONS = (data_section, paper_section, tune_section, training_section, sparsity_accuracy_section, noise_section,
+            dense_section, prune_section,
             hardware_section,
             benchmark_section)
 

@@ -152,5 +152,6 @@ def dynamic_sparsity(model: nn.Module, params: Params, train_samples: int) -> Dy
         init_erk(layers, torch.Generator().manual_seed(params.seed + 1_000_003))
     if dynamic.method == "none":
         return None
-    steps = params.train.epochs * math.ceil(train_samples / params.train.batch_size)
+    first = params.train.first_epoch_batch_size or params.train.batch_size  # the first epoch may use smaller batches
+    steps = math.ceil(train_samples / first) + (params.train.epochs - 1) * math.ceil(train_samples / params.train.batch_size)
     return DynamicSparsity(layers, dynamic, steps, params.seed)

@@ -24,7 +24,7 @@ from torch import nn
 from sparsecli import checkpoint
 from sparsecli.atomic import aside, csv_text, json_text, replace_dir, write_all
 from sparsecli.errors import CheckpointError
-from sparsecli.evaluation import Split, evaluate, model_metrics
+from sparsecli.evaluation import Split, evaluate, model_metrics, noise_protocol
 from sparsecli.params import Params, PruneParams
 from sparsecli.progress import Progress
 from sparsecli.sparse.patterns import NM, check
@@ -33,7 +33,7 @@ from sparsecli.sparse.schedules import GradualPruning
 from sparsecli.sparse.stats import weight_layers, weight_sparsity
 from sparsecli.stages import train as train_stage
 from sparsecli.tracking import Tracker
-from sparsecli.training import fit, read_splits
+from sparsecli.training import fit, read_meta, read_splits
 
 # Metrics also reported for the model before pruning, with a ``_before`` suffix.
 BEFORE_KEYS = ("val_accuracy", "test_accuracy", "weight_sparsity", "macs_nonzero", "mac_reduction", "noise_score")
@@ -63,13 +63,14 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
     selected_layers(model, prune)  # unknown layer names are an error for every method, none included
     plan = make_plan(model, prune) if prune.method != "none" else None
     masks_before = {name: layer.mask.clone() for name, layer in weight_layers(model).items()}
-    before = model_metrics(model, splits, trained.train.noise_levels, trained.seed)
+    noise = noise_protocol(trained.train.noise, trained.seed, read_meta(workdir), workdir)
+    before = model_metrics(model, splits, noise)
     result = trained.model_copy(update={"prune": prune})
     runs = aside(paths["runs"])  # renamed to runs/prune once every output is written
     tracker = Tracker(runs)
     try:
         history, updates = _prune_and_finetune(model, plan, prune, trained, splits, tracker, progress)
-        after = model_metrics(model, splits, trained.train.noise_levels, trained.seed)
+        after = model_metrics(model, splits, noise)
         metrics = _summary(model, plan, prune, masks_before, before, after) | {"mask_updates": updates}
         tracker.hparams(result.flat(), {k: float(metrics[k]) for k in HPARAM_METRICS})
     finally:
@@ -115,7 +116,8 @@ def _prune_and_finetune(model: nn.Module, plan: PruningPlan | None, prune: Prune
     _log(tracker, model, {"epoch": 0, "val_loss": val_loss, "val_accuracy": val_accuracy})
     if epochs == 0:
         return [], int(plan is not None)
-    finetune = trained.train.model_copy(update={"lr": prune.lr, "epochs": epochs, "early_stopping": 0})
+    finetune = trained.train.model_copy(update={"lr": prune.lr, "epochs": epochs, "early_stopping": 0,
+                                                    "first_epoch_batch_size": None})
     state = fit(model, finetune, splits, seed=trained.seed, epochs=epochs, after_step=gradual,
                 on_epoch=lambda record, _: _log(tracker, model, record), progress=progress, task="prune")
     return state.history, len(gradual.updates) if gradual else 1

@@ -27,7 +27,7 @@ def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
 
 
 # The stages whose outputs the report reads, in pipeline order (their outputs() say where).
-STAGES = ("data", "tune", "train", "prune", "hardware_map", "benchmark")
+STAGES = ("data", "tune", "train", "prune", "hardware_map", "benchmark", "paper")
 
 
 def stage_outputs(workdir: Path = Path(".")) -> dict[str, dict[str, Path]]:
@@ -44,7 +44,8 @@ def run(params: Params, workdir: Path = Path("."), progress=None) -> dict:
     paths = outputs(workdir)
     out = stage_outputs(workdir)
     metrics = [out[name][key] for name, key in (("tune", "summary"), ("train", "metrics"), ("prune", "metrics"),
-                                                 ("hardware_map", "metrics"), ("benchmark", "metrics"))]
+                                                 ("hardware_map", "metrics"), ("benchmark", "metrics"),
+                                                 ("paper", "metrics"))]
     if not any(path.is_file() for path in metrics):
         raise InputFileError(f"{metrics[1]}: no stage's metrics yet, nothing to report; run `dvc repro` "
                              "(or `sparsecli data` and `sparsecli train`) first")

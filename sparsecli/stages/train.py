@@ -1,7 +1,10 @@
 """The ``train`` stage: build the model the params describe, train it, measure it, save it.
 
 Writes ``models/train.pt``, ``metrics/train.json``, ``metrics/train_history.csv`` (the
-curves ``dvc plots`` draws) and the TensorBoard run ``runs/train/``. After every epoch a
+curves ``dvc plots`` draws) and the TensorBoard run ``runs/train/``. With
+``train.dense_baseline`` the same network without masks and kWTA (ReLU instead; same
+training settings and seed) is trained after it; its metrics are ``dense`` in
+``metrics/train.json`` and its curves ``runs/train/dense/``. After every epoch a
 resume checkpoint is kept beside the model (not a DVC output, so ``dvc repro`` does not
 delete it); rerunning an interrupted stage with the same params and data continues from it.
 """
@@ -17,7 +20,7 @@ import torch
 from sparsecli import checkpoint
 from sparsecli.atomic import aside, csv_text, json_text, replace_dir, write_all
 from sparsecli.errors import CheckpointError
-from sparsecli.evaluation import model_metrics
+from sparsecli.evaluation import model_metrics, noise_protocol
 from sparsecli.models import build_model
 from sparsecli.params import Params, read_yaml
 from sparsecli.progress import Progress
@@ -54,10 +57,25 @@ def param_overlays(workdir: Path = Path(".")) -> list[tuple[str, dict]]:
     return [(str(path), read_yaml(path, "tuned params file"))] if path.is_file() else []
 
 
-def run(params: Params, workdir: Path = Path("."), progress: Progress | None = None) -> dict:
+def dense_params(params: Params) -> Params:
+    """The same network without weight masks and kWTA (ReLU), static, with the same train settings and seed."""
+    model = params.model.model_copy(deep=True)
+    for layer in [*model.conv, *model.layers]:
+        layer.weights.sparsity = 0.0
+        layer.kwta = None
+    sparsity = params.sparsity.model_copy(deep=True)
+    sparsity.dynamic.method, sparsity.dynamic.init = "none", "uniform"
+    return params.model_copy(update={"model": model, "sparsity": sparsity})
+
+
+def run(params: Params, workdir: Path = Path("."), progress: Progress | None = None,
+        out_dir: Path | None = None) -> dict:
+    """Train on ``workdir``'s data; outputs go under ``out_dir`` (default: ``workdir``)."""
     progress = progress or Progress()
-    paths, resume = outputs(workdir), resume_path(workdir)
+    out = Path(out_dir) if out_dir is not None else workdir
+    paths, resume = outputs(out), resume_path(out)
     splits, meta = read_splits(workdir)
+    noise = noise_protocol(params.train.noise, params.seed, meta, workdir)
     model = build_model(params, meta)
     dynamic = dynamic_sparsity(model, params, len(splits["train"]))  # ERK masks; SET/RigL hook
     fingerprint = _fingerprint(params, meta)
@@ -81,13 +99,15 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
     try:
         state = fit(model, params.train, splits, seed=params.seed, state=state, after_step=dynamic,
                     on_epoch=on_epoch, progress=progress)
-        metrics = model_metrics(model, splits, params.train.noise_levels, params.seed)
+        metrics = model_metrics(model, splits, noise)
         metrics |= {"epochs": state.epoch, "stopped_early": state.stopped_early}
         tracker.hparams(params.flat(), {k: float(metrics[k]) for k in HPARAM_METRICS})
     finally:
         if dynamic is not None:
             dynamic.close()
         tracker.close()
+    if params.train.dense_baseline:
+        metrics["dense"] = _dense_baseline(params, splits, meta, noise, runs / "dense", progress)
     write_all({
         paths["model"]: lambda tmp: checkpoint.save(tmp, model, params, meta, history=state.history,
                                                     optimizer=state.optimizer, metrics=checkpoint.scalars(metrics)),
@@ -97,6 +117,21 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
     replace_dir(runs, paths["runs"])
     resume.unlink(missing_ok=True)
     return metrics
+
+
+def _dense_baseline(params: Params, splits: dict, meta: dict, noise, logdir: Path, progress: Progress) -> dict:
+    """Train and measure the dense twin of the network (``dense_params``)."""
+    dense = dense_params(params)
+    model = build_model(dense, meta)
+    tracker = Tracker(logdir)
+    try:
+        state = fit(model, dense.train, splits, seed=dense.seed, progress=progress, task="train (dense baseline)",
+                    on_epoch=lambda record, _: tracker.epoch(record))
+        metrics = model_metrics(model, splits, noise)
+        tracker.hparams(dense.flat(), {k: float(metrics[k]) for k in HPARAM_METRICS})
+    finally:
+        tracker.close()
+    return metrics | {"epochs": state.epoch, "stopped_early": state.stopped_early}
 
 
 def _fingerprint(params: Params, meta: dict) -> str:
