@@ -291,9 +291,10 @@ def test_report_shows_the_search_when_tune_has_run(tuned, tmp_path):
     assert "Selected" in tune_html
     # the cost table sums what the trials cost: a second-phase trial pays only the epochs it added
     from sparsecli.report.sections import tune_section
+    from sparsecli.stages.report import stage_outputs
 
     summary = json.loads((project / "tune" / "summary.json").read_text())
-    cost = tune_section(project).tables[-1]
+    cost = tune_section(stage_outputs(project)).tables[-1]
     assert sum(int(row[2]) for row in cost.rows) == summary["cost_epochs"]
     assert sum(int(row[1]) for row in cost.rows) == summary["trials"]
 
