@@ -122,16 +122,23 @@ def _threshold_radix(ckeys, m, need):
             n_sub += 1
     need_sub = need - above
     if n_sub <= _RANK_MAX:
-        threshold = _U32_MAX
-        for i in range(n_sub):
-            key = sub[i]
-            n_above = 0
-            for j in range(n_sub):
-                n_above += sub[j] > key
-            if n_above < need_sub:
-                threshold = min(threshold, key)
-        return threshold
+        return _rank_threshold(sub, n_sub, need_sub)
     return np.partition(sub, n_sub - need_sub)[n_sub - need_sub]
+
+
+@njit(cache=True)
+def _rank_threshold(keys, m, need):
+    """The ``need``-th largest of ``keys[:m]`` by counting (few keys): the smallest key with fewer
+    than ``need`` keys above it."""
+    threshold = _U32_MAX
+    for i in range(m):
+        key = keys[i]
+        above = 0
+        for j in range(m):
+            above += keys[j] > key
+        if above < need:
+            threshold = min(threshold, key)
+    return threshold
 
 
 @njit(cache=True)
@@ -142,15 +149,7 @@ def _threshold(ckeys, m, need):
         for t in range(m):
             threshold = min(threshold, ckeys[t])
     elif m <= _RANK_MAX:
-        # The threshold is the smallest key with fewer than `need` keys above it.
-        threshold = _U32_MAX
-        for i in range(m):
-            key = ckeys[i]
-            above = 0
-            for j in range(m):
-                above += ckeys[j] > key
-            if above < need:
-                threshold = min(threshold, key)
+        threshold = _rank_threshold(ckeys, m, need)
     else:
         threshold = _threshold_radix(ckeys, m, need)
     quota = need

@@ -94,14 +94,15 @@ def _stats(values: list[float]) -> dict:
 
 def _aggregate(kind: str, runs: list[dict], seeds: list[int]) -> dict:
     levels = list(runs[0]["accuracy_by_noise"])
-    score_max = [round(r["noise_score"] / r["noise_score_fraction"]) if r["noise_score_fraction"] else 0 for r in runs]
+    first = runs[0]
+    samples = round(first["noise_score"] / first["noise_score_fraction"]) if first["noise_score_fraction"] else 0
     return {
         "kind": kind,
         "seeds": len(runs),
         "test_accuracy": _stats([r["test_accuracy"] for r in runs]),
         "noise_score": _stats([r["noise_score"] for r in runs]),
         "noise_score_fraction": _stats([r["noise_score_fraction"] for r in runs]),
-        "noise_samples": score_max[0],
+        "noise_samples": samples,  # the score's maximum: test samples x noise levels
         "noise_kind": runs[0].get("noise_kind"),
         "accuracy_by_noise": {level: _stats([r["accuracy_by_noise"][level] for r in runs]) for level in levels},
         "weight_sparsity": _stats([r["weight_sparsity"] for r in runs]),
