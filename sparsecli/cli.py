@@ -101,13 +101,14 @@ def _progress(quiet: bool, as_json: bool):
 def _run(name: str, params_path: Path, overrides: list[str] | None, as_json: bool, quiet: bool,
          verbose: bool, call: Callable, render: Callable[[dict], str] | None = None,
          overlays: Callable[[], list] | None = None, outputs: Callable[[], list] | None = None,
-         stage: str | None = None) -> None:
+         stage: str | None = None, lock: str | None = None) -> None:
     """Load params, run a stage, print its metrics; every failure becomes one line and an exit code.
 
     ``render`` turns the result into text for humans (by default, a one-line summary);
     ``overlays`` returns params overlays applied before ``--set`` (train: tune's choice);
     ``outputs`` returns the paths the stage will write: checked before any work, and the stage
-    holds a lock on them while it runs (a second run in the same folder refuses).
+    holds a lock on them while it runs (a second run in the same folder refuses); ``lock`` names
+    that lock where runs of one stage write apart (a matrix stage's network x seed runs).
     """
     from contextlib import nullcontext
 
@@ -121,7 +122,7 @@ def _run(name: str, params_path: Path, overrides: list[str] | None, as_json: boo
         paths = outputs() if outputs else None
         if paths is not None:
             check_writable(paths)
-        with stage_lock(Path("."), name) if paths is not None else nullcontext():
+        with stage_lock(Path("."), lock or name) if paths is not None else nullcontext():
             metrics = call(params, _progress(quiet, as_json))
     except SparsecliError as e:
         if verbose:
@@ -312,7 +313,13 @@ def paper_train(
 
         return stage.train(p, network, seed, progress=progress)
 
-    _run("paper-train", params, set_, as_json, quiet, verbose, call)
+    def outputs():
+        from sparsecli.stages import paper as stage
+
+        return stage.train_outputs(network, seed)
+
+    _run("paper-train", params, set_, as_json, quiet, verbose, call, outputs=outputs,
+         lock=f"paper-train {network} seed{seed}")
 
 
 @app.command()
@@ -330,7 +337,12 @@ def paper(
 
         return stage.run(p, progress=progress)
 
-    _run("paper", params, set_, as_json, quiet, verbose, call, render=_paper_summary)
+    def outputs():  # the aggregate only: the runs are what it reads
+        from sparsecli.stages import paper as stage
+
+        return [stage.outputs()["metrics"]]
+
+    _run("paper", params, set_, as_json, quiet, verbose, call, render=_paper_summary, outputs=outputs)
 
 
 def _paper_summary(result: dict) -> str:

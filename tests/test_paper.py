@@ -93,3 +93,23 @@ def test_paper_cli_summary(paper_project, monkeypatch):
     result = CliRunner().invoke(app, ["paper"])
     assert result.exit_code == 0, result.output
     assert "sparse_cnn2 (sparse, 2 seeds):" in result.output
+
+
+def test_paper_runs_lock_and_check_their_own_outputs(paper_project, monkeypatch):
+    from sparsecli.atomic import stage_lock
+
+    monkeypatch.chdir(paper_project)
+    with stage_lock(paper_project, "paper-train dense_cnn2 seed1"):
+        result = CliRunner().invoke(app, ["paper-train", "--network", "dense_cnn2", "--seed", "1", "-q"])
+        assert result.exit_code == 1 and "another `sparsecli paper-train dense_cnn2 seed1` (pid" in result.output
+    aggregate = paper_project / "metrics" / "paper.json"
+    before = aggregate.read_text()
+    aggregate.unlink()
+    aggregate.mkdir()
+    try:
+        result = CliRunner().invoke(app, ["paper", "-q"])
+        assert result.exit_code == 1
+        assert "metrics/paper.json: exists and is a folder, but this stage writes a file there" in result.output
+    finally:
+        aggregate.rmdir()
+        aggregate.write_text(before)

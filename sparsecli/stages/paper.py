@@ -39,6 +39,12 @@ def run_dir(workdir: Path, network: str, seed: int) -> Path:
     return outputs(workdir)["runs"] / network / f"seed{seed}"
 
 
+def train_outputs(network: str, seed: int, workdir: Path = Path(".")) -> list[Path]:
+    """What one ``paper-train`` run writes: the train stage's outputs and resume file, in its run folder."""
+    folder = run_dir(workdir, network, seed)
+    return [*train_stage.outputs(folder).values(), train_stage.resume_path(folder)]
+
+
 def network_params(params: Params, network: str, seed: int) -> Params:
     """The params of one run: the network's keys over this file's, and the seed."""
     if network not in params.paper.networks:
