@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsecli.data.layout import meta_path, noise_sets_path
 from sparsecli.errors import InputFileError
 from sparsecli.params import NoiseParams
 from sparsecli.sparse.stats import activity, weight_sparsity
@@ -82,11 +83,10 @@ class NoiseProtocol:
 def noise_protocol(noise: NoiseParams, seed: int, meta: dict, workdir: Path = Path(".")) -> NoiseProtocol:
     """The protocol ``train.noise`` describes, with what it needs from the data stage's outputs."""
     protocol = NoiseProtocol(noise.kind, list(noise.levels), seed)
-    meta_path = Path(workdir) / "data" / "meta.json"
     if noise.kind == "pixels":
         stats = meta.get("input_stats")
         if not stats:
-            raise InputFileError(f"{meta_path}: has no input_stats (written by an older sparsecli); rerun `sparsecli data`")
+            raise InputFileError(f"{meta_path(workdir)}: has no input_stats (written by an older sparsecli); rerun `sparsecli data`")
         white = stats["mean"] + noise.white_std * stats["std"]
         features = int(meta["features"])
         standard = meta.get("standardization")
@@ -97,7 +97,7 @@ def noise_protocol(noise: NoiseParams, seed: int, meta: dict, workdir: Path = Pa
         else:
             protocol.white = torch.full((features,), float(white))
     elif noise.kind == "waveform":
-        path = Path(workdir) / "data" / "test_noise.npz"
+        path = noise_sets_path(workdir)
         try:
             with np.load(path, allow_pickle=False) as archive:
                 levels = [float(v) for v in archive["levels"]]

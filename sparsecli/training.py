@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsecli.data.layout import SPLITS, meta_path, split_path
 from sparsecli.errors import InputFileError, SparsecliError
 from sparsecli.evaluation import Split, evaluate
 from sparsecli.params import TrainParams
@@ -30,11 +31,10 @@ from sparsecli.sparse import rezero_weights, update_boost_strength
 
 def read_splits(workdir: Path = Path(".")) -> tuple[dict[str, Split], dict]:
     """The ``data`` stage's outputs as tensors, plus ``meta.json``."""
-    folder = Path(workdir) / "data"
     meta = read_meta(workdir)
     splits = {}
-    for name in ("train", "val", "test"):
-        path = folder / f"{name}.npz"
+    for name in SPLITS:
+        path = split_path(name, workdir)
         try:
             with np.load(path, allow_pickle=False) as archive:
                 splits[name] = Split(torch.from_numpy(archive["x"]), torch.from_numpy(archive["y"]))
@@ -49,13 +49,13 @@ def read_meta(workdir: Path = Path(".")) -> dict:
     """The ``data`` stage's ``data/meta.json``."""
     import json
 
-    meta_path = Path(workdir) / "data" / "meta.json"
-    if not meta_path.is_file():
-        raise InputFileError(f"{meta_path}: not found; run `sparsecli data` (or `dvc repro`) first")
+    path = meta_path(workdir)
+    if not path.is_file():
+        raise InputFileError(f"{path}: not found; run `sparsecli data` (or `dvc repro`) first")
     try:
-        return json.loads(meta_path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError:
-        raise InputFileError(f"{meta_path}: not valid JSON; rerun `sparsecli data`") from None
+        raise InputFileError(f"{path}: not valid JSON; rerun `sparsecli data`") from None
 
 
 class DivergedError(SparsecliError):

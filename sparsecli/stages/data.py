@@ -21,23 +21,14 @@ import numpy as np
 
 from sparsecli.atomic import json_text, write_all
 from sparsecli.data import load_source
+from sparsecli.data.layout import SPLITS, meta_path, noise_sets_path, split_path
 from sparsecli.data.split import feature_stats, stratified_split
 from sparsecli.errors import InputFileError, ParamsError
 from sparsecli.params import Params
 
-SPLITS = ("train", "val", "test")
-
 
 def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
-    out = {split: workdir / "data" / f"{split}.npz" for split in SPLITS}
-    out["meta"] = workdir / "data" / "meta.json"
-    return out
-
-
-def noise_sets_path(workdir: Path = Path(".")) -> Path:
-    """The noisy test sets (speech_commands with waveform noise only: a DVC output of that template's
-    data stage, not of the default pipeline's)."""
-    return workdir / "data" / "test_noise.npz"
+    return {**{split: split_path(split, workdir) for split in SPLITS}, "meta": meta_path(workdir)}
 
 
 def run(params: Params, workdir: Path = Path(".")) -> dict:
