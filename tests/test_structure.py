@@ -4,6 +4,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import ROOT
 from sparsecli import checkpoint
 from sparsecli.cli import app
 from sparsecli.errors import ParamsError
@@ -212,3 +213,33 @@ def test_the_engine_detects_16x1_blocks_in_a_trained_blocks_model(blocks_project
         assert model_network(model).sparse(activations).describe()[0]["format"] == "RowBlocks"
     params.model.layers[0].weights.structure = "unstructured"  # the same density, unstructured
     assert detect_structure(layer_specs(build_model(params, META).eval())[0].weight) == "unstructured"
+
+
+def test_tune_space_searches_structures_and_probes_those_that_do_not_fit(tiny_params_path):
+    from sparsecli.tuning.space import check_space, trial_params
+
+    space = ["tune.space=[{key: model.layers.0.weights.structure, dist: choice, values: [unstructured, 16x1, 8x2]}]",
+             "train.early_stopping=0"]
+    params = load_params(tiny_params_path, space + ["model.layers.0.weights.sparsity=0.75"])
+    check_space(params, META)
+    model = build_model(trial_params(params.model_dump(), {"model.layers.0.weights.structure": "8x2"}), META)
+    assert_blocks(model.layers[0].weights.mask, 8, 2, 0.75)
+    params = load_params(tiny_params_path, space[:1] + ["model.layers.0.units=24", "train.early_stopping=0"])
+    with pytest.raises(ParamsError, match=r"tune.space.0.values.1 = '16x1': impossible: .*does not tile its 24x64"):
+        check_space(params, META)
+
+
+def test_cost_models_see_the_trained_structure(blocks_project):
+    from sparsecli.targets import load_target, network_from_model, predict
+    from sparsecli.training import read_splits
+
+    model, _, _ = checkpoint.load(blocks_project / "models" / "train.pt")
+    splits, _ = read_splits(blocks_project)
+    network = network_from_model(model, splits["test"].x)
+    assert [layer.structure for layer in network] == ["16x1", "unstructured"]
+    target = load_target(ROOT / "hardware" / "cpu-avx2.yaml")
+    blocks = predict(network, target, modes=["sparse-dense"])["modes"]["sparse-dense"]["1"]
+    as_unstructured = [type(layer)(**{**layer.__dict__, "structure": "unstructured"}) for layer in network]
+    plain = predict(as_unstructured, target, modes=["sparse-dense"])["modes"]["sparse-dense"]["1"]
+    assert blocks["layers"][0]["structure_used"] == "16x1"
+    assert blocks["layers"][0]["memory_traffic_bytes"] < plain["layers"][0]["memory_traffic_bytes"]
