@@ -243,3 +243,22 @@ def test_cost_models_see_the_trained_structure(blocks_project):
     plain = predict(as_unstructured, target, modes=["sparse-dense"])["modes"]["sparse-dense"]["1"]
     assert blocks["layers"][0]["structure_used"] == "16x1"
     assert blocks["layers"][0]["memory_traffic_bytes"] < plain["layers"][0]["memory_traffic_bytes"]
+
+
+def test_erk_redistributes_whole_blocks():
+    from sparsecli.sparse.dynamic import dynamic_sparsity
+
+    raw = {"seed": 1, "model": {"layers": [{"units": 64, "weights": {"sparsity": 0.9, "structure": "16x1"}},
+                                           {"units": 32, "weights": {"sparsity": 0.9, "structure": "16x1"}}]},
+           "sparsity": {"dynamic": {"init": "erk"}}}
+    params = validate(raw, "test")
+    model = build_model(params, META)
+    before = sum(int(block.weights.mask.sum()) for block in model.layers)
+    dynamic_sparsity(model, params, 100)
+    for block in model.layers:
+        mat = as_matrix(block.weights.mask)
+        filled = mat.reshape(mat.shape[0] // 16, 16, -1).sum(dim=1)
+        assert ((filled == 0) | (filled == 16)).all()
+    after = sum(int(block.weights.mask.sum()) for block in model.layers)
+    assert abs(after - before) <= 16 * len(model.layers)  # the budget, to a block per layer
+    assert model.layers[0].weights.mask.mean() != model.layers[1].weights.mask.mean()
