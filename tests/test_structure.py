@@ -262,3 +262,18 @@ def test_erk_redistributes_whole_blocks():
     after = sum(int(block.weights.mask.sum()) for block in model.layers)
     assert abs(after - before) <= 16 * len(model.layers)  # the budget, to a block per layer
     assert model.layers[0].weights.mask.mean() != model.layers[1].weights.mask.mean()
+
+
+def test_pruning_plans_keep_blocks_or_refuse(tiny_params_path):
+    from sparsecli.sparse.patterns import Block
+    from sparsecli.sparse.pruning import make_plan
+
+    base = ["model.layers.0.weights.structure=16x1", "model.layers.0.weights.sparsity=0.75"]
+    model = build_model(load_params(tiny_params_path, base), META)
+    plan = make_plan(model, load_params(tiny_params_path, base + ["prune.method=gmp"]).prune)
+    assert plan.pattern_of_layer("layers.0") == Block(16, 1)
+    with pytest.raises(ParamsError, match=r"prune.method = 'nm': layer layers.0 was trained in 16x1 blocks"):
+        make_plan(model, load_params(tiny_params_path, base + ["prune.method=nm"]).prune)
+    with pytest.raises(ParamsError, match=r"prune.scope = 'global': the layers keep different structures "
+                                          r"\(layers.0 16x1, head unstructured\)"):
+        make_plan(model, load_params(tiny_params_path, base + ["prune.scope=global", "prune.exclude=[]"]).prune)
