@@ -161,8 +161,53 @@ class DataParams(Section):
 # ---------------------------------------------------------------- model
 
 
+# A static mask's structure (sparsecli.sparse.patterns spells these as Pattern.name): unstructured,
+# ROWSxCOLS blocks (rows = output units, cols = inputs, e.g. 16x1: the CPU kernels' blocks), or N:M.
+STRUCTURE = re.compile(r"^(?:unstructured|([1-9][0-9]*)x([1-9][0-9]*)|([1-9][0-9]*):([1-9][0-9]*))$")
+STRUCTURE_HELP = "must be unstructured, ROWSxCOLS blocks (e.g. 16x1) or N:M (e.g. 2:4)"
+
+
+def parse_structure(text: str) -> tuple[str, int, int]:
+    """("unstructured", 1, 1), ("blocks", rows, cols) or ("nm", n, m); ValueError if malformed."""
+    match = STRUCTURE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(STRUCTURE_HELP)
+    if match[1]:
+        rows, cols = int(match[1]), int(match[2])
+        if (rows, cols) == (1, 1):
+            raise ValueError("1x1 blocks are single weights: write unstructured")
+        return "blocks", rows, cols
+    if match[3]:
+        n, m = int(match[3]), int(match[4])
+        if n >= m:
+            raise ValueError(f"N:M needs N < M (got {text})")
+        return "nm", n, m
+    return "unstructured", 1, 1
+
+
 class WeightsParams(Section):
+    """A layer's static mask: ``sparsity`` zeros per output unit, drawn in ``structure`` at init.
+
+    ``unstructured``: each unit keeps round((1 - sparsity) * fan_in) random inputs. ``RxC``
+    blocks: every R-unit block row keeps round((1 - sparsity) * fan_in / C) whole R x C
+    blocks (the blocks must tile the layer). ``N:M``: every M consecutive inputs of a unit
+    keep N (sparsity must be 1 - N/M). The mask is re-applied after every optimiser step.
+    """
+
     sparsity: Sparsity = 0.0  # fraction of zero weights per output unit (0 = dense)
+    structure: str = "unstructured"  # unstructured | ROWSxCOLS blocks (16x1) | N:M (2:4)
+
+    @model_validator(mode="after")
+    def _check(self):
+        try:
+            kind, n, m = parse_structure(self.structure)
+        except ValueError as e:
+            raise _CrossFieldError("structure", self.structure, str(e)) from None
+        if kind == "nm" and abs((1.0 - self.sparsity) - n / m) > 1e-9:
+            raise _CrossFieldError("structure", self.structure,
+                                   f"keeps {n}/{m} of the weights: set weights.sparsity to {_fmt(1 - n / m)} "
+                                   f"(it is {_fmt(self.sparsity)})")
+        return self
 
 
 class KWTAParams(Section):
@@ -735,10 +780,19 @@ class _Loader(yaml.SafeLoader):
     and only true/false are booleans, so yes, no, on and off stay strings (e.g. the words in data.words)."""
 
 
+def _yaml12(tag: str, regexp: re.Pattern) -> bool:
+    # YAML 1.1's booleans and base-60 numbers (2:4 -> 124) are strings in YAML 1.2: an N:M
+    # weights.structure must read as DVC writes it
+    return tag != "tag:yaml.org,2002:bool" and not (tag.endswith((":int", ":float")) and regexp.match("2:4"))
+
+
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if _yaml12(tag, regexp)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int",
+                              re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+                              list("-+0123456789"))
 _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                               list("tTfF"))
 _Loader.add_implicit_resolver(

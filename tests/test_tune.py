@@ -343,3 +343,35 @@ def test_short_trials_are_provisional_never_feasible(tuned):
     for t in stopped:
         assert (t["feasible"] == "provisional") == (float(t["weight_sparsity"]) >= 0.85)
     assert all(t["feasible"] in ("True", "False") for t in trials if t["status"] == "full")
+
+
+def test_trials_train_a_searched_weight_structure(ray_cluster, trained_dir, tmp_path):
+    """A `choice` over `model.layers.N.weights.structure` reaches the trial: its checkpoint's mask has that shape."""
+    import ray
+    from ray import tune
+
+    from sparsecli.params import load_params
+    from sparsecli.sparse.patterns import as_matrix
+    from sparsecli.training import read_splits
+    from sparsecli.tuning.session import RAY_ENV
+    from sparsecli.tuning.trainable import CHECKPOINT_FILE, run_trial
+
+    os.environ.update(RAY_ENV)
+    params = load_params(ASSETS / "tune_params.yaml")
+    splits, meta = read_splits(trained_dir)
+    key = "model.layers.0.weights.structure"
+    trainable = tune.with_parameters(run_trial, base=params.model_dump(), keys=[key], splits=splits, meta=meta,
+                                     full_epochs=1)
+    ray.init(address=ray_cluster, log_to_driver=False)
+    try:
+        results = tune.Tuner(trainable, param_space={key: tune.grid_search(["unstructured", "16x1"])},
+                             tune_config=tune.TuneConfig(max_concurrent_trials=2),
+                             run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    finally:
+        ray.shutdown()
+    for result in results:
+        state = torch.load(Path(result.checkpoint.path) / CHECKPOINT_FILE, weights_only=True)["model"]
+        filled = as_matrix(state["layers.0.weights.mask"]).reshape(8, 16, 64).sum(dim=1)  # 128 units x 64 inputs
+        whole = bool(((filled == 0) | (filled == 16)).all())
+        assert whole == (result.config[key] == "16x1"), result.config
+        assert result.metrics["weight_sparsity"] > 0.85

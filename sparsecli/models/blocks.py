@@ -6,19 +6,30 @@ import torch
 from torch import nn
 
 from sparsecli.errors import ParamsError
-from sparsecli.params import KWTAParams, ModelParams, check_k
+from sparsecli.params import KWTAParams, ModelParams, WeightsParams, check_k
 from sparsecli.sparse import KWinners, KWinners2d, SparseWeights
+from sparsecli.sparse.patterns import kept_per_row, matrix_shape, of_structure
 from sparsecli.sparse.weights import nonzeros_per_unit
 
 
-def sparse(module: nn.Linear | nn.Conv2d, sparsity: float, key: str, generator: torch.Generator) -> SparseWeights:
-    fan_in = module.weight[0].numel()
+def sparse(module: nn.Linear | nn.Conv2d, weights: WeightsParams, key: str, generator: torch.Generator) -> SparseWeights:
+    """``module`` with the static mask ``weights`` describes; what the layer's shape rules out is a ParamsError."""
+    sparsity, fan_in = weights.sparsity, module.weight[0].numel()
     if nonzeros_per_unit(sparsity, fan_in) < 1:
         raise ParamsError(
             f"{key}.weights.sparsity = {sparsity}: leaves round((1 - sparsity) * {fan_in}) = 0 "
             f"inputs per unit; use at most {1 - 0.5 / fan_in:.4f}"
         )
-    return SparseWeights(module, sparsity, generator)
+    pattern = of_structure(weights.structure)
+    problem = pattern.misfit(matrix_shape(module.weight))
+    if problem:
+        raise ParamsError(f"{key}.weights.structure = {weights.structure!r}: {problem}; "
+                          "choose a structure that fits the layer, or unstructured")
+    if kept_per_row(pattern, sparsity, fan_in) < 1:
+        raise ParamsError(f"{key}.weights.sparsity = {sparsity}: keeps round((1 - sparsity) * {fan_in} / "
+                          f"{pattern.cols}) = 0 blocks per block row of structure {weights.structure}; "
+                          f"use at most {1 - 0.5 * pattern.cols / fan_in:.4f}")
+    return SparseWeights(module, sparsity, generator, pattern)
 
 
 def checked_k(kwta: KWTAParams, units: int, key: str) -> None:
@@ -30,10 +41,10 @@ def checked_k(kwta: KWTAParams, units: int, key: str) -> None:
 
 
 class LinearBlock(nn.Module):
-    def __init__(self, in_features: int, units: int, sparsity: float, kwta: KWTAParams | None,
+    def __init__(self, in_features: int, units: int, weights: WeightsParams, kwta: KWTAParams | None,
                  batch_norm: bool, key: str, generator: torch.Generator):
         super().__init__()
-        self.weights = sparse(nn.Linear(in_features, units), sparsity, key, generator)
+        self.weights = sparse(nn.Linear(in_features, units), weights, key, generator)
         self.norm = nn.BatchNorm1d(units) if batch_norm else nn.Identity()
         if kwta is None:
             self.act = nn.ReLU()
@@ -50,7 +61,7 @@ class ConvBlock(nn.Module):
     """Conv (same-padded, or valid), then its activation, then max-pooling (or pooling first)."""
 
     def __init__(self, shape: tuple[int, int, int], channels: int, kernel_size: int, pool: int,
-                 sparsity: float, kwta: KWTAParams | None, batch_norm: bool, key: str,
+                 weights: WeightsParams, kwta: KWTAParams | None, batch_norm: bool, key: str,
                  generator: torch.Generator, padding: str = "same", pool_first: bool = False):
         super().__init__()
         in_channels, height, width = shape
@@ -64,7 +75,7 @@ class ConvBlock(nn.Module):
         if pool_first:
             height, width = height // pool, width // pool
         conv = nn.Conv2d(in_channels, channels, kernel_size, padding=kernel_size // 2 if padding == "same" else 0)
-        self.weights = sparse(conv, sparsity, key, generator)
+        self.weights = sparse(conv, weights, key, generator)
         self.norm = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
         if kwta is None:
             self.act = nn.ReLU()
@@ -85,7 +96,7 @@ def linear_blocks(params: ModelParams, in_features: int, generator: torch.Genera
     """The hidden linear blocks ``model.layers`` describe, and the width they end at."""
     blocks, width = [], in_features
     for i, layer in enumerate(params.layers):
-        blocks.append(LinearBlock(width, layer.units, layer.weights.sparsity, layer.kwta,
+        blocks.append(LinearBlock(width, layer.units, layer.weights, layer.kwta,
                                   params.batch_norm, f"model.layers.{i}", generator))
         width = layer.units
     return nn.ModuleList(blocks), width

@@ -19,7 +19,7 @@ class CNN(nn.Module):
         convs = []
         for i, conv in enumerate(params.conv):
             key = f"model.conv.{i}"
-            block = ConvBlock(shape, conv.channels, conv.kernel_size, conv.pool, conv.weights.sparsity,
+            block = ConvBlock(shape, conv.channels, conv.kernel_size, conv.pool, conv.weights,
                               conv.kwta, params.batch_norm, key, generator, conv.padding, conv.pool_first)
             convs.append(block)
             height, width = block.out_hw[0] // conv.pool, block.out_hw[1] // conv.pool

@@ -352,6 +352,11 @@ def prune_section(out: Outputs) -> Section | None:
             f"Method {metrics.get('method')} ({metrics.get('scope')}), pattern {metrics.get('pattern')}: "
             f"{'every group obeys it' if metrics.get('pattern_satisfied') else 'VIOLATED'}; "
             f"{metrics.get('finetune_epochs')} fine-tuning epochs.")
+        trained = {name: s for name, s in (metrics.get("structures") or {}).items() if s != "unstructured"}
+        if trained:  # layers trained with a weights.structure
+            section.text.append(
+                "Trained structures " + ", ".join(f"{name} {s}" for name, s in trained.items()) + ": "
+                + ("kept by pruning." if metrics.get("structure_kept") else "BROKEN by pruning."))
         section.tables.append(Table(["", "before", "after"], [
             ["test accuracy", pct(metrics.get("test_accuracy_before")), pct(metrics.get("test_accuracy"))],
             ["val accuracy", pct(metrics.get("val_accuracy_before")), pct(metrics.get("val_accuracy"))],

@@ -11,6 +11,10 @@ after each optimizer step, so backward yields the full dense gradient; a tensor 
 a copy of it as backward computes it, before the optimizer step can touch ``.grad``.
 
 A layer is sparse if its mask has a zero; dense layers (the head, by default) stay dense.
+
+Structured masks keep their structure: a layer of RxC blocks (``weights.structure``) drops
+and regrows whole blocks (ranked by their L2 norm; regrown where the summed grow score is
+largest), and ERK draws whole blocks. N:M fixes each group's count, so it is refused here.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import nn
 
 from sparsecli.errors import ParamsError
 from sparsecli.params import DynamicParams, Params
+from sparsecli.sparse.patterns import NM, Block, as_matrix, from_matrix, tiles, untile
 from sparsecli.sparse.schedules import cosine_decay
 from sparsecli.sparse.stats import weight_layers
 from sparsecli.sparse.weights import SparseWeights, init_weights
@@ -81,24 +86,38 @@ class DynamicSparsity:
 
 @torch.no_grad()
 def drop_and_grow(layer: SparseWeights, fraction: float, grow_score: torch.Tensor) -> int:
-    """Drop ``round(fraction * non-zeros)`` smallest unmasked weights, regrow as many with the highest score.
+    """Drop ``round(fraction * non-zero groups)`` smallest kept groups, regrow as many with the highest score.
 
-    Candidates for regrowth are all positions not kept, the just-dropped included (as in
-    RigL). Returns how many moved.
+    A group is one weight, or one whole block of a blocks-structured layer (magnitude: its
+    L2 norm; grow score: the sum over it). Candidates for regrowth are all groups not kept,
+    the just-dropped included (as in RigL). Returns how many groups moved.
     """
-    active = layer.mask.flatten() > 0
+    block = layer.pattern if layer.pattern != Block() else None
+    mask, weight, score = layer.mask, layer.module.weight, grow_score
+    if block is not None:
+        mask, weight, score = (tiles(as_matrix(t), block.rows, block.cols) for t in (mask, weight, grow_score))
+        grid = mask.shape[:2]
+        mask, weight, score = mask.amax(dim=2), weight.norm(dim=2), score.sum(dim=2)
+    active = mask.flatten() > 0
     n_drop = round(fraction * int(active.sum()))
     if n_drop == 0:
         return 0
-    magnitude = layer.module.weight.flatten().abs()
+    magnitude = weight.flatten().abs()
     dropped = torch.where(active, magnitude, torch.full_like(magnitude, math.inf)).topk(n_drop, largest=False).indices
     kept = active.clone()
     kept[dropped] = False
-    grown = torch.where(kept, torch.full_like(magnitude, -math.inf), grow_score.flatten()).topk(n_drop).indices
+    grown = torch.where(kept, torch.full_like(magnitude, -math.inf), score.flatten()).topk(n_drop).indices
     kept[grown] = True
-    layer.mask.copy_(kept.view_as(layer.mask).to(layer.mask.dtype))
+    layer.mask.copy_(_expanded(kept, block, grid, layer.mask) if block is not None
+                     else kept.view_as(layer.mask).to(layer.mask.dtype))
     layer.rezero()
     return n_drop
+
+
+def _expanded(kept_blocks: torch.Tensor, block: Block, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    """A per-block 0/1 choice (flat, over a grid of blocks) as a mask of the layer's shape."""
+    per_block = kept_blocks.view(*grid, 1).expand(-1, -1, block.rows * block.cols).to(like.dtype)
+    return from_matrix(untile(per_block, block.rows, block.cols), like)
 
 
 def erk_densities(shapes: dict[str, tuple[int, ...]], budget: int) -> dict[str, float]:
@@ -123,16 +142,28 @@ def erk_densities(shapes: dict[str, tuple[int, ...]], budget: int) -> dict[str, 
 
 @torch.no_grad()
 def init_erk(layers: dict[str, SparseWeights], generator: torch.Generator) -> None:
-    """Redistribute the layers' non-zeros by ERK: new random masks, weights re-initialised for the new fan-in."""
+    """Redistribute the layers' non-zeros by ERK: new random masks, weights re-initialised for the new fan-in.
+
+    A blocks-structured layer draws whole blocks: round(density * blocks), at least one.
+    """
     budget = int(sum(int(layer.mask.sum()) for layer in layers.values()))
     densities = erk_densities({name: tuple(layer.mask.shape) for name, layer in layers.items()}, budget)
     for name, layer in layers.items():
         numel = layer.mask.numel()
-        keep = min(numel, max(1, round(densities[name] * numel)))
-        order = torch.rand(numel, generator=generator).argsort()
-        mask = torch.zeros(numel)
-        mask[order[:keep]] = 1.0
-        layer.mask.copy_(mask.view_as(layer.mask))
+        if layer.pattern == Block():
+            keep = min(numel, max(1, round(densities[name] * numel)))
+            order = torch.rand(numel, generator=generator).argsort()
+            mask = torch.zeros(numel)
+            mask[order[:keep]] = 1.0
+            layer.mask.copy_(mask.view_as(layer.mask))
+        else:
+            block = layer.pattern
+            grid = tiles(as_matrix(layer.mask), block.rows, block.cols).shape[:2]
+            blocks = grid[0] * grid[1]
+            kept = torch.zeros(blocks, dtype=torch.bool)
+            kept[torch.rand(blocks, generator=generator).argsort()[:min(blocks, max(1, round(densities[name] * blocks)))]] = True
+            layer.mask.copy_(_expanded(kept, block, grid, layer.mask))
+            keep = int(layer.mask.sum())
         fan_in = layer.mask[0].numel()
         init_weights(layer.module, max(1, round(keep / numel * fan_in)), generator)
         layer.rezero()
@@ -148,6 +179,13 @@ def dynamic_sparsity(model: nn.Module, params: Params, train_samples: int) -> Dy
         key, value = ("method", dynamic.method) if dynamic.method != "none" else ("init", dynamic.init)
         raise ParamsError(f"sparsity.dynamic.{key} = {value!r}: the model has no sparse layer; "
                           "give a layer model.*.weights.sparsity > 0")
+    if dynamic.method != "none" or dynamic.init == "erk":
+        for name, layer in layers.items():
+            if isinstance(layer.pattern, NM):
+                key, value = ("method", dynamic.method) if dynamic.method != "none" else ("init", dynamic.init)
+                raise ParamsError(f"sparsity.dynamic.{key} = {value!r}: model.{name}.weights.structure is "
+                                  f"{layer.pattern.name}, whose fixed count per group cannot move; use "
+                                  "unstructured or blocks (they move whole), or sparsity.dynamic.method none")
     if dynamic.init == "erk":
         init_erk(layers, torch.Generator().manual_seed(params.seed + 1_000_003))
     if dynamic.method == "none":

@@ -6,6 +6,9 @@ GEMM, so N:M groups run along the input channels, as sparse tensor cores expect.
 
 - ``Block(rows, cols)``: whole rows x cols tiles are kept or dropped; 1x1 is unstructured.
 - ``NM(n, m)``: at most n non-zeros in every m consecutive inputs of an output unit.
+
+``model.layers.N.weights.structure`` names a pattern by its ``name`` (``unstructured``,
+``16x1``, ``2:4``; ``of_structure``); ``structured_mask`` draws a static mask in it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from sparsecli.params import parse_structure
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,45 @@ class NM:
 
 
 Pattern = Block | NM
+
+
+def of_structure(structure: str) -> Pattern:
+    """The pattern a ``weights.structure`` string names (validated by params)."""
+    kind, a, b = parse_structure(structure)
+    return NM(a, b) if kind == "nm" else Block(a, b)
+
+
+def kept_per_row(pattern: Pattern, sparsity: float, fan_in: int) -> int:
+    """Groups a static mask keeps per unit row: inputs (unstructured), blocks per block row, or n per group.
+
+    round((1 - sparsity) * fan_in / cols) whole blocks per block row, so every unit keeps exactly
+    that many times cols inputs: density is the nearest multiple of cols / fan_in to 1 - sparsity.
+    """
+    if isinstance(pattern, NM):
+        return pattern.n
+    return round((1.0 - sparsity) * fan_in / pattern.cols)
+
+
+def structured_mask(pattern: Pattern, shape: tuple[int, int], sparsity: float,
+                    generator: torch.Generator) -> torch.Tensor:
+    """A [units, fan-in] 0/1 mask in ``pattern``: random groups, the same count in every (block) row.
+
+    Unstructured: round((1 - sparsity) * fan_in) inputs per unit. RxC blocks: ``kept_per_row``
+    whole blocks in every block row. N:M: n random inputs in every group of m. The pattern
+    must fit the shape (``misfit``) and keep at least one group (checked by the caller).
+    """
+    units, fan_in = shape
+    if isinstance(pattern, NM):
+        order = torch.rand(units, fan_in // pattern.m, pattern.m, generator=generator).argsort(dim=2)
+        groups = torch.zeros(units, fan_in // pattern.m, pattern.m).scatter_(2, order[..., :pattern.n], 1.0)
+        return groups.reshape(units, fan_in)
+    rows, cols = pattern.rows, pattern.cols
+    keep = kept_per_row(pattern, sparsity, fan_in)
+    order = torch.rand(units // rows, fan_in // cols, generator=generator).argsort(dim=1)
+    grid = torch.zeros(units // rows, fan_in // cols).scatter_(1, order[:, :keep], 1.0)
+    if (rows, cols) == (1, 1):
+        return grid
+    return untile(grid.unsqueeze(2).expand(-1, -1, rows * cols), rows, cols)
 
 
 def as_matrix(t: torch.Tensor) -> torch.Tensor:

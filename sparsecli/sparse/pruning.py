@@ -8,6 +8,11 @@ Magnitude pruning ranks groups (single weights, or blocks by their L2 norm) and 
 the largest until the kept non-zeros reach ``round((1 - sparsity) * weights)``. Ranking
 the groups of one layer is layerwise pruning; ranking those of several layers together
 is global pruning (one threshold across them).
+
+A layer trained with a structure (``model.*.weights.structure``, kept on the layer as
+``SparseWeights.pattern``) keeps it: ``layer_pattern`` prunes a blocks layer in whole blocks
+of its own shape (or coarser aligned ones) and refuses patterns that would cut its blocks;
+an N:M layer stays N:M under any method, since pruning only clears entries (at most n per group).
 """
 
 from __future__ import annotations
@@ -82,11 +87,15 @@ class PruningPlan:
     override together against ``global_target``.
     """
 
-    pattern: Pattern
+    pattern: Pattern  # the method's (prune.json's "pattern")
     layers: dict[str, SparseWeights]
     targets: dict[str, float]  # final sparsity of each layer pruned alone
     joint: list[str] = field(default_factory=list)  # layers ranked together (global scope)
     global_target: float = 0.0
+    patterns: dict[str, Pattern] = field(default_factory=dict)  # per layer: the method's, or its trained blocks
+
+    def pattern_of_layer(self, name: str) -> Pattern:
+        return self.patterns.get(name, self.pattern)
 
     def prune(self, sparsity_of: Callable[[float], float] = lambda s: s) -> None:
         if isinstance(self.pattern, NM):
@@ -94,9 +103,10 @@ class PruningPlan:
                 nm_prune(layer, self.pattern.n, self.pattern.m)
             return
         for name, target in self.targets.items():
-            magnitude_prune([self.layers[name]], sparsity_of(target), self.pattern)
+            magnitude_prune([self.layers[name]], sparsity_of(target), self.pattern_of_layer(name))
         if self.joint:
-            magnitude_prune([self.layers[n] for n in self.joint], sparsity_of(self.global_target), self.pattern)
+            magnitude_prune([self.layers[n] for n in self.joint], sparsity_of(self.global_target),
+                            self.pattern_of_layer(self.joint[0]))
 
     def final_targets(self) -> dict[str, float]:
         """Each layer's requested sparsity (joint layers: the global target they share)."""
@@ -138,9 +148,38 @@ def make_plan(model: nn.Module, prune: PruneParams) -> PruningPlan:
             value = prune.m if prune.method == "nm" else repr(prune.block)
             raise ParamsError(f"{key} = {value}: {pattern.name} {problem} in layer {name}; "
                               f"choose one that fits or add {name} to prune.exclude")
+    patterns = {name: layer_pattern(pattern, layer.pattern, prune, name) for name, layer in layers.items()}
     overrides = {o.name: o.sparsity for o in prune.overrides}
     if prune.scope == "global":
         joint = [name for name in layers if name not in overrides]
-        return PruningPlan(pattern, layers, overrides, joint, prune.sparsity)
+        shapes = {patterns[name] for name in joint}
+        if len(shapes) > 1:
+            shown = ", ".join(f"{name} {patterns[name].name}" for name in joint)
+            raise ParamsError(f"prune.scope = 'global': the layers keep different structures ({shown}), whose "
+                              "groups cannot be ranked together; use prune.scope layerwise")
+        return PruningPlan(pattern, layers, overrides, joint, prune.sparsity, patterns)
     targets = {name: overrides.get(name, prune.sparsity) for name in layers}
-    return PruningPlan(pattern, layers, targets)
+    return PruningPlan(pattern, layers, targets, patterns=patterns)
+
+
+def layer_pattern(method: Pattern, trained: Pattern, prune: PruneParams, name: str) -> Pattern:
+    """The pattern a layer is pruned in: the method's, unless that would break the layer's trained blocks.
+
+    A blocks layer is pruned in its own blocks (magnitude, gmp) or in ``prune.block`` blocks
+    that are unions of them (each side a multiple, aligned as tiles are); anything else is a
+    ParamsError. Unstructured and N:M layers take the method's pattern (clearing entries
+    keeps at most n per group).
+    """
+    if not isinstance(trained, Block) or trained == Block():
+        return method
+    fix = (f"use prune.method magnitude or gmp (they keep {trained.name} blocks), prune.block {trained.name} "
+           f"or a multiple of it, or add {name} to prune.exclude")
+    if isinstance(method, NM):
+        raise ParamsError(f"prune.method = 'nm': layer {name} was trained in {trained.name} blocks "
+                          f"(weights.structure), which {method.name} pruning would cut; {fix}")
+    if method == Block():
+        return trained
+    if method.rows % trained.rows or method.cols % trained.cols:
+        raise ParamsError(f"prune.block = {prune.block!r}: layer {name} was trained in {trained.name} blocks "
+                          f"(weights.structure), which {method.name} blocks would cut; {fix}")
+    return method

@@ -1,5 +1,9 @@
 """Static sparse weights: a fixed random mask with the same non-zero count per output unit.
 
+The mask may have a structure (``sparsecli.sparse.patterns``: whole RxC blocks, or N:M
+groups), drawn at init with the same count of groups in every (block) row; re-applying
+it after each step keeps the structure through training.
+
 Wraps a layer instead of subclassing it (as nupic.torch does): ``SparseWeights(nn.Linear(64, 256),
 sparsity=0.8, generator=g)``. The mask is a registered buffer, so it is saved in the
 state_dict; the training loop calls ``rezero()`` after every optimizer step so masked
@@ -13,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from sparsecli.sparse.patterns import Block, Pattern, from_matrix, structured_mask
+
 
 def nonzeros_per_unit(sparsity: float, fan_in: int) -> int:
     """round((1 - sparsity) * fan_in): the non-zero inputs each output unit keeps."""
@@ -21,27 +27,28 @@ def nonzeros_per_unit(sparsity: float, fan_in: int) -> int:
 
 def random_mask(out_units: int, fan_in: int, sparsity: float, generator: torch.Generator) -> torch.Tensor:
     """A [out_units, fan_in] 0/1 mask with exactly nonzeros_per_unit() ones in every row."""
-    keep = nonzeros_per_unit(sparsity, fan_in)
-    if keep < 1:
+    if nonzeros_per_unit(sparsity, fan_in) < 1:
         raise ValueError(f"sparsity {sparsity} leaves no input for a fan-in of {fan_in}")
-    order = torch.rand(out_units, fan_in, generator=generator).argsort(dim=1)
-    mask = torch.zeros(out_units, fan_in)
-    mask.scatter_(1, order[:, :keep], 1.0)
-    return mask
+    return structured_mask(Block(), (out_units, fan_in), sparsity, generator)
 
 
 class SparseWeights(nn.Module):
     """A Linear or Conv2d whose weight is zero outside a fixed mask."""
 
-    def __init__(self, module: nn.Linear | nn.Conv2d, sparsity: float, generator: torch.Generator):
+    def __init__(self, module: nn.Linear | nn.Conv2d, sparsity: float, generator: torch.Generator,
+                 pattern: Pattern = Block()):
         super().__init__()
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
         self.module = module
         self.sparsity = sparsity
+        self.pattern = pattern  # the structure the mask keeps (pruning and dynamic sparsity respect it)
         weight = module.weight
         out_units, fan_in = weight.shape[0], weight[0].numel()
-        mask = random_mask(out_units, fan_in, sparsity, generator).view_as(weight)
+        if pattern == Block():  # unstructured: row order does not matter; the draws predate structures
+            mask = random_mask(out_units, fan_in, sparsity, generator).view_as(weight)
+        else:  # conv fan-in channels innermost, as patterns.as_matrix sees it
+            mask = from_matrix(structured_mask(pattern, (out_units, fan_in), sparsity, generator), weight)
         self.register_buffer("mask", mask)
         init_weights(module, int(mask[0].sum()), generator)
         self.rezero()
@@ -54,7 +61,7 @@ class SparseWeights(nn.Module):
         return self.module(x)
 
     def extra_repr(self) -> str:
-        return f"sparsity={self.sparsity}"
+        return f"sparsity={self.sparsity}" + ("" if self.pattern == Block() else f", structure={self.pattern.name}")
 
 
 def init_weights(module: nn.Linear | nn.Conv2d, fan_in: int, generator: torch.Generator) -> None:

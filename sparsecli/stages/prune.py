@@ -27,7 +27,7 @@ from sparsecli.errors import CheckpointError
 from sparsecli.evaluation import Split, evaluate, model_metrics, noise_protocol
 from sparsecli.params import Params, PruneParams
 from sparsecli.progress import Progress
-from sparsecli.sparse.patterns import NM, check
+from sparsecli.sparse.patterns import NM, Block, check
 from sparsecli.sparse.pruning import PruningPlan, magnitude_prune, make_plan, pattern_of, selected_layers
 from sparsecli.sparse.schedules import GradualPruning
 from sparsecli.sparse.stats import weight_layers, weight_sparsity
@@ -133,12 +133,14 @@ def _summary(model: nn.Module, plan: PruningPlan | None, prune: PruneParams, mas
              before: dict, after: dict) -> dict:
     pattern = pattern_of(prune)
     layers = weight_layers(model)
-    groups = violations = resurrected = 0
+    groups = violations = resurrected = structure_violations = 0
     for name, layer in layers.items():
         weight = layer.module.weight.detach()
         if plan is not None and name in plan.layers:
-            g, v = check(pattern, weight, masks_before[name], layer.mask)
+            g, v = check(plan.pattern_of_layer(name), weight, masks_before[name], layer.mask)
             groups, violations = groups + g, violations + v
+        if layer.pattern != Block():  # trained with a weights.structure: does the pruned model keep it?
+            structure_violations += check(layer.pattern, weight, masks_before[name], layer.mask)[1]
         came_back = (masks_before[name] == 0) & ((layer.mask != 0) | (weight != 0))
         resurrected += int(came_back.sum())
     if plan is None:
@@ -154,6 +156,9 @@ def _summary(model: nn.Module, plan: PruningPlan | None, prune: PruneParams, mas
         "pattern_satisfied": violations == 0,
         "pattern_groups": groups,
         "pattern_violations": violations,
+        # the trained weights.structure of each layer, and groups of it the pruned model breaks
+        "structures": {name: layer.pattern.name for name, layer in layers.items()},
+        "structure_kept": structure_violations == 0,
         "resurrected_weights": resurrected,
         "pruned_layers": list(plan.layers) if plan else [],
         "target_sparsity_per_layer": targets,
@@ -178,8 +183,8 @@ def sensitivity(params: Params, workdir: Path = Path("."), progress: Progress | 
     rows = []
     for name, layer in layers.items():
         for target in sparsities:
-            with _restored(layer):
-                magnitude_prune([layer], target)
+            with _restored(layer):  # a blocks-trained layer is pruned in its blocks, as the stage would
+                magnitude_prune([layer], target, layer.pattern if isinstance(layer.pattern, Block) else Block())
                 zeros = float((layer.module.weight == 0).float().mean())
                 rows.append({"layer": name, "sparsity": target, "weight_sparsity": zeros,
                              "val_accuracy": evaluate(model, splits["val"])[1]})

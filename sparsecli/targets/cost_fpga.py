@@ -28,7 +28,9 @@ Formulas (each written here once; macs and touched_fraction in network.py):
                               + sparse_sparse_lut_per_multiplier if sparse-sparse) + lut_per_layer
     ff              = lanes * ff_per_multiplier[precision]
     index_bits      = ceil(log2(out_features))   sparse-sparse only: weights stored by input
-                      column with their output row, decoded at run time
+                      column with their output row, decoded at run time; per weight
+                      ceil(log2(ceil(out_features / R))) / R for a layer of RxC blocks the
+                      target lists in `structures:` (R rows share one block-row index)
     storage_bits    = stored_weights * (precision_bits + index_bits)
                       (stored_weights: weight_count if dense, else nonzero_weights)
     on chip         = sum(storage_bits) <= caps.memory * onchip_memory_bits
@@ -64,6 +66,7 @@ from collections.abc import Sequence
 
 from sparsecli.targets.network import PRECISION_BITS, LayerShape, effective_mode, touched_fraction
 from sparsecli.targets.schema import FpgaTarget
+from sparsecli.targets.structures import column_index_bits
 
 ReusePolicy = int | str | Sequence[int]
 RESOURCES = ("dsp", "lut", "ff", "memory")
@@ -80,7 +83,7 @@ def network_cost(
     """Per-layer design and whole-network totals for one mode and batch size."""
     used_modes = [effective_mode(layer, mode) for layer in network]
     work = [max(1, math.ceil(_sized_macs(layer, m) - 1e-9)) for layer, m in zip(network, used_modes)]
-    storage = [_storage_bits(layer, m, precision) for layer, m in zip(network, used_modes)]
+    storage = [_storage_bits(layer, m, precision, target) for layer, m in zip(network, used_modes)]
     budget = _budget(target)
     on_chip = sum(storage) <= budget["memory"]
     streamed = not on_chip and target.offchip_bandwidth_gbps > 0
@@ -167,8 +170,8 @@ def _sized_macs(layer: LayerShape, mode: str) -> float:
 def _layer_design(layer: LayerShape, mode: str, work: int, reuse: int, precision: str, target: FpgaTarget) -> dict:
     est = target.estimator
     lanes = math.ceil(work / reuse)
-    word_bits = PRECISION_BITS[precision] + (max(1, math.ceil(math.log2(layer.out_features)))
-                                             if mode == "sparse-sparse" else 0)
+    # structure: 16x1-style blocks share an index (targets/structures.py, hardware/README.md)
+    word_bits = PRECISION_BITS[precision] + (column_index_bits(layer, target) if mode == "sparse-sparse" else 0)
     lut_per_lane = est.lut_per_multiplier[precision]
     extra_cycles = 0
     if mode == "sparse-sparse":
@@ -191,7 +194,7 @@ def _layer_design(layer: LayerShape, mode: str, work: int, reuse: int, precision
         # every lane reads one stored weight word per cycle: that many memory ports, unless
         # the weights are constants in the logic (dense / sparse-dense at reuse 1)
         "weight_words_per_cycle": lanes,
-        "memory_bandwidth_bits_per_cycle": lanes * word_bits,
+        "memory_bandwidth_bits_per_cycle": math.ceil(lanes * word_bits),
         "bram36_for_ports": math.ceil(lanes * word_bits / BRAM36_PORT_BITS),
         "active_density_sized": layer.input_density_sized if mode == "sparse-sparse" else None,
         "stall_rate": layer.stall_rate if mode == "sparse-sparse" else None,
@@ -206,14 +209,14 @@ def _weight_bytes(network: Sequence[LayerShape], modes: list[str], storage: list
     )
 
 
-def _storage_bits(layer: LayerShape, mode: str, precision: str) -> int:
+def _storage_bits(layer: LayerShape, mode: str, precision: str, target: FpgaTarget) -> int:
     bits = PRECISION_BITS[precision]
     if mode == "dense":
         return layer.weight_count * bits
     if mode == "sparse-dense":
         return layer.nonzero_weights * bits
-    index_bits = max(1, math.ceil(math.log2(layer.out_features)))
-    return layer.nonzero_weights * (bits + index_bits)
+    index_bits = column_index_bits(layer, target)  # structure: per weight, shared within a listed block
+    return math.ceil(layer.nonzero_weights * (bits + index_bits))
 
 
 def _reuse_factors(network: Sequence[LayerShape], work: list[int], policy: ReusePolicy, fits) -> list[int]:

@@ -5,6 +5,7 @@ Each weight layer (a `SparseWeights` module, named as its params key: `conv.0`,
 
     weight_density  = non-zero weights / weights, counted on the weights themselves,
                       so masks and any later pruning are both included
+    structure       = the layer's model.*.weights.structure (unstructured, 16x1, 2:4, ...)
     input_density_sized, stall_rate = per-sample share of non-zero inputs at `quantile` of the
                       samples (default p99), and the share of samples above it
     input_density   = non-zero input values / input values, over every sample of `x`
@@ -99,6 +100,7 @@ def _shape(name: str, layer, nonzero_inputs: int, inputs: int, geometry: tuple[i
         out_features=weight.shape[0],
         weight_density=weight_density,
         input_density=input_density,
+        structure=layer.pattern.name,  # the trained weights.structure (pruning keeps it)
     )
     if geometry is None:
         return LayerShape(kind="linear", **common)

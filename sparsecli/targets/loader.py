@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from sparsecli.errors import InputFileError
+from sparsecli.params import load_yaml
 from sparsecli.targets.schema import CpuTarget, FpgaTarget, Target, TargetModel
 
 _ADAPTER: TypeAdapter = TypeAdapter(TargetModel)
@@ -25,7 +26,7 @@ def load_target(path: str | Path) -> Target:
     """Read and validate one target file; its `name` must equal the file's stem."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())  # YAML 1.2 as params are read: structures: [2:4] is a string
     except FileNotFoundError:
         raise InputFileError(f"{path}: target file not found; check the path or list hardware/") from None
     except OSError as e:

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from sparsecli.params import parse_structure
+
 MODES: tuple[str, ...] = ("dense", "sparse-dense", "sparse-sparse")
 """Execution modes: nothing exploited; weight sparsity; weight and activation sparsity."""
 
@@ -58,10 +60,17 @@ class LayerShape:
     # and how often a sample needs more cycles. None: sized for the mean (input_density).
     input_density_sized: float | None = None
     stall_rate: float | None = None
+    # the mask's weights.structure (unstructured, RxC blocks, N:M): a target that lists it in its
+    # `structures:` runs it in its own format (sparsecli.targets.structures), any other as unstructured
+    structure: str = "unstructured"
 
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "conv"):
             raise ValueError(f"layer {self.name!r}: kind must be 'linear' or 'conv', got {self.kind!r}")
+        try:
+            parse_structure(self.structure)
+        except ValueError as e:
+            raise ValueError(f"layer {self.name!r}: structure {self.structure!r}: {e}") from None
         # NumPy/torch scalars are accepted and stored as plain Python numbers (JSON-serialisable)
         for field in ("in_features", "out_features", "output_positions", "input_size"):
             value = getattr(self, field)

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from sparsecli.params import parse_structure
 from sparsecli.targets.network import PRECISION_BITS
 
 Precision = Literal["int8", "int16", "fixed16", "fp16", "fp32"]
@@ -30,7 +31,21 @@ class _Strict(BaseModel):
 class _TargetBase(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
+    # weights.structure values executed in their own format (sparsecli.targets.structures);
+    # any other runs as unstructured
+    structures: list[str] = Field(default=["unstructured"], min_length=1)
     _source: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_structures(self):
+        for i, structure in enumerate(self.structures):
+            try:
+                parse_structure(structure)
+            except ValueError as e:
+                raise ValueError(f"structures: {structure!r}: {e}") from None
+            if structure in self.structures[:i]:
+                raise ValueError(f"structures: {structure!r} is listed twice")
+        return self
 
     @property
     def source(self) -> str | None:
