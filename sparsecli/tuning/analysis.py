@@ -37,7 +37,7 @@ def analyse(records: list[TrialRecord], plan: Plan, rule: str, where: str) -> An
     vectors = [objectives.vector(r.result) for r in feasible]
     front = [feasible[i] for i in non_dominated(vectors)]
     selected = front[select([r.result for r in front], objectives, rule)]
-    reference = objectives.reference()
+    reference = objectives.reference(vectors)
     return Analysis(
         full=full, feasible=feasible, front=front, selected=selected,
         hypervolume=hypervolume([objectives.vector(r.result) for r in front], reference),

@@ -14,6 +14,8 @@ in ``sparsecli.tune_metrics``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sparsecli.params import TuneObjective
@@ -31,6 +33,7 @@ class Objectives:
     requirements: tuple[str, ...] = ()  # constraint-only results (fits): feasible when 1
     requirements_settled: tuple[bool, ...] = ()
     worst: tuple[float, ...] = ()  # per coordinate: the reference of a max objective without threshold
+    nadir: tuple[bool, ...] = ()  # per coordinate: a min hardware objective without threshold, referenced at the worst point
 
     @classmethod
     def from_params(cls, objectives: list[TuneObjective], activations_fixed: bool = False) -> Objectives:
@@ -44,7 +47,8 @@ class Objectives:
         required = [o for o in objectives if o.metric in CONSTRAINTS]
         return cls(tuple(o.name for o in coords), tuple(o.mode for o in coords), tuple(o.threshold for o in coords),
                    tuple(settled(o) for o in coords), tuple(o.name for o in required),
-                   tuple(settled(o) for o in required), tuple(ALL[o.metric].worst for o in coords))
+                   tuple(settled(o) for o in required), tuple(ALL[o.metric].worst for o in coords),
+                   tuple(o.hardware and o.mode == "min" and o.threshold is None for o in coords))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -91,17 +95,24 @@ class Objectives:
     def feasible(self, result: dict, final: bool = True) -> bool:
         return all(v <= 0 for v in self.constraints(result, final).values())
 
-    def reference(self) -> tuple[float, ...]:
+    def reference(self, points: Sequence[Sequence[float]] = ()) -> tuple[float, ...]:
         """The hypervolume reference point, in maximisation form: each threshold, else the metric's worst value.
 
         With thresholds as the reference, the hypervolume measures how far the front goes
         beyond what was asked. A ``min`` objective without threshold has no natural worst
-        value: ``missing_reference`` finds it before the search starts.
+        value: on a hardware metric (a latency, an energy) the reference is the worst of
+        ``points`` (the nadir of the points judged, maximisation form; finite ones), so the
+        hypervolume is relative to the run; on a model metric ``missing_reference`` rejects
+        it before the search starts.
         """
         ref = []
         for i, (metric, mode, threshold) in enumerate(zip(self.metrics, self.modes, self.thresholds)):
             if threshold is None and mode == "min":
-                raise ValueError(f"{metric}: a min objective needs a threshold")
+                finite = [p[i] for p in points if math.isfinite(p[i])]
+                if not (self.nadir and self.nadir[i]) or not finite:
+                    raise ValueError(f"{metric}: a min objective needs a threshold (or, on a hardware metric, points)")
+                ref.append(min(finite))
+                continue
             worst = self.worst[i] if self.worst else ALL[metric].worst
             value = threshold if threshold is not None else worst
             ref.append(value if mode == "max" else -value)
@@ -110,6 +121,6 @@ class Objectives:
     def missing_reference(self) -> int | None:
         """The index of a ``min`` objective without threshold (no hypervolume reference), if any."""
         for i, (mode, threshold) in enumerate(zip(self.modes, self.thresholds)):
-            if mode == "min" and threshold is None:
+            if mode == "min" and threshold is None and not (self.nadir and self.nadir[i]):
                 return i
         return None

@@ -183,6 +183,8 @@ def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[Tria
     for epoch, rows in at_epoch.items():
         names = [name for name, row in rows.items() if objectives.feasible(row, final=False)]
         points = [objectives.vector(rows[n]) for n in names]
+        if not points:
+            continue
         reference = rung_reference(objectives, points)
         ranks = nondomination_ranks(points)
         for rank in set(ranks):
@@ -208,7 +210,7 @@ def rung_reference(objectives: Objectives, points: list[tuple[float, ...]]) -> t
     """A hypervolume reference for results short of full fidelity: the thresholds of settled
     metrics (exact at any epoch), and for the others the worst value among ``points`` (a short
     training's accuracy is mostly below the full-length threshold)."""
-    reference = objectives.reference()
+    reference = objectives.reference(points)
     worst = [min((p[k] for p in points if math.isfinite(p[k])), default=reference[k]) for k in range(len(reference))]
     return tuple(ref if objectives.is_settled(k) else min(ref, lo) for k, (ref, lo) in enumerate(zip(reference, worst)))
 
@@ -265,7 +267,8 @@ def _record(result, phase: str, plan: Plan) -> TrialRecord:
     history = []
     if frame is not None and "accuracy" in frame:
         rows = frame.to_dict("records")
-        history = [{k: row[k] for k in HISTORY_KEYS} for row in rows if not _missing(row.get("accuracy"))]
+        keys = (*HISTORY_KEYS, *(k for k in plan.objectives.names if k in frame))
+        history = [{k: row[k] for k in keys} for row in rows if not _missing(row.get("accuracy"))]
     metrics = result.metrics or {}
     last = {k: metrics[k] for k in (*HISTORY_KEYS, *plan.objectives.names, DIVERGED_KEY) if k in metrics}
     config = result.config or {}

@@ -34,7 +34,8 @@ def select(results: Sequence[dict], objectives: Objectives, rule: str) -> int:
     if rule == "max_sparsity":
         return max(range(len(results)), key=lambda i: (results[i]["weight_sparsity"], results[i]["accuracy"], -i))
     if rule == "knee":
-        return knee([objectives.vector(r) for r in results], objectives.reference())
+        points = [objectives.vector(r) for r in results]
+        return knee(points, objectives.reference(points))
     raise ValueError(f"unknown selection rule {rule!r}; one of {', '.join(RULES)}")
 
 
