@@ -616,7 +616,7 @@ class TuneParams(Section):
     max_epochs: PositiveInt | None = None  # full fidelity; null = train.epochs
     reduction_factor: Annotated[int, _interval(2, None, False, True)] = 3  # ASHA keeps 1 in reduction_factor per rung
     second_phase: bool = True  # finish the stopped, non-dominated, not-yet-infeasible trials at max_epochs
-    select: Literal["max_accuracy", "max_sparsity", "knee"] = "knee"
+    select: Literal["max_accuracy", "max_sparsity", "min_latency", "knee"] = "knee"  # min_latency: a latency objective's lowest
     budget: TuneBudget = TuneBudget()
 
     @model_validator(mode="after")
@@ -630,6 +630,8 @@ class TuneParams(Section):
                 raise _CrossFieldError(f"objectives.{i}.{key}", getattr(objective, key),
                                        "listed twice" + (" (give each a different name)" if key == "name" else ""))
             seen.add(objective.name)
+        if self.select == "min_latency" and not any(o.metric in ("latency_us", "cpu_latency_us") for o in self.objectives):
+            raise _CrossFieldError("select", self.select, "needs a latency_us or cpu_latency_us objective")
         if all(o.metric in TUNE_CONSTRAINTS for o in self.objectives):
             raise _CrossFieldError("objectives", [o.name for o in self.objectives],
                                    "needs at least one metric to optimise besides the constraints")

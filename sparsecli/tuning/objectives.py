@@ -34,6 +34,7 @@ class Objectives:
     requirements_settled: tuple[bool, ...] = ()
     worst: tuple[float, ...] = ()  # per coordinate: the reference of a max objective without threshold
     nadir: tuple[bool, ...] = ()  # per coordinate: a min hardware objective without threshold, referenced at the worst point
+    kinds: tuple[str, ...] = ()  # per coordinate: its metric (tune_metrics), where the name differs
 
     @classmethod
     def from_params(cls, objectives: list[TuneObjective], activations_fixed: bool = False) -> Objectives:
@@ -48,12 +49,16 @@ class Objectives:
         return cls(tuple(o.name for o in coords), tuple(o.mode for o in coords), tuple(o.threshold for o in coords),
                    tuple(settled(o) for o in coords), tuple(o.name for o in required),
                    tuple(settled(o) for o in required), tuple(ALL[o.metric].worst for o in coords),
-                   tuple(o.hardware and o.mode == "min" and o.threshold is None for o in coords))
+                   tuple(o.hardware and o.mode == "min" and o.threshold is None for o in coords),
+                   tuple(o.metric for o in coords))
 
     @property
     def names(self) -> tuple[str, ...]:
         """Every result key the objectives read: the coordinates, then the requirements."""
         return self.metrics + self.requirements
+
+    def kind(self, index: int) -> str:
+        return self.kinds[index] if self.kinds else self.metrics[index]
 
     def is_settled(self, index: int) -> bool:
         """Whether coordinate ``index`` is final at any epoch."""
