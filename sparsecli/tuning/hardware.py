@@ -60,7 +60,7 @@ def resolve(params: Params, hardware_dir: Path, progress: Progress | None = None
     progress = progress or Progress()
     hp = params.hardware_map
     loaded: dict[str, object] = {}
-    out = []
+    checked = []
     for i, objective in enumerate(params.tune.objectives):
         if not objective.hardware:
             continue
@@ -71,20 +71,20 @@ def resolve(params: Params, hardware_dir: Path, progress: Progress | None = None
             if not path.is_file():
                 available = sorted(p.stem for p in Path(hardware_dir).glob("*.yaml"))
                 raise ParamsError(f"{where}.target = {name!r}: no {path}; available: {', '.join(available) or 'none'}")
-            target = load_target(path)
-            if isinstance(target, CpuTarget) and target.calibrated:
-                progress.message(f"tune: calibrating {name} by microbenchmark (best of {hp.calibration_repeats}), "
-                                 "as hardware-map does")
-                target = calibrate(target, repeats=hp.calibration_repeats, seed=params.seed)
-            loaded[name] = target
+            loaded[name] = load_target(path)
         target = loaded[name]
         precision = _precision(objective, target, hp.precision, where)
         if objective.metric in MEASURED:
             _check_engine(params, objective, target, precision, where)
-        out.append(HardwareObjective(i, objective.name, objective.metric, target, objective.execution,
-                                     objective.batch, precision, hp.reuse_factor, hp.active_quantile,
-                                     params.benchmark.repeats))
-    return out
+        checked.append((i, objective, precision))
+    predicted = {o.target for _, o, _ in checked if o.metric not in MEASURED}
+    for name, target in loaded.items():  # every check passed: now the slow part (cpu_latency_us needs none)
+        if isinstance(target, CpuTarget) and target.calibrated and name in predicted:
+            progress.message(f"tune: calibrating {name} by microbenchmark (best of {hp.calibration_repeats}), "
+                             "as hardware-map does")
+            loaded[name] = calibrate(target, repeats=hp.calibration_repeats, seed=params.seed)
+    return [HardwareObjective(i, o.name, o.metric, loaded[o.target], o.execution, o.batch, precision, hp.reuse_factor,
+                              hp.active_quantile, params.benchmark.repeats) for i, o, precision in checked]
 
 
 def _precision(objective, target, by_target: dict, where: str) -> str:
