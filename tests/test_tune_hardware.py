@@ -171,15 +171,32 @@ def test_the_selected_trials_latency_is_what_hardware_map_predicts(smoke_latency
     assert float(selected[LATENCY]) == pytest.approx(predicted, rel=0.10)
 
 
-def test_fits_on_a_target_too_small_for_any_configuration_fails_naming_it(smoke_latency, tmp_path, monkeypatch):
-    project = tmp_path / "small"
-    shutil.copytree(smoke_latency, project, ignore=shutil.ignore_patterns("tune", "runs", ".git"))
-    tiny_target(project / "hardware")
+def test_fits_on_a_target_too_small_for_any_configuration_fails_naming_it(project, monkeypatch):
+    """Before Ray starts: the sparsest configuration of the network (``check_fits_possible``) does not fit."""
+    tiny_target(hardware_project(project) / "hardware")
     monkeypatch.chdir(project)
-    result = runner.invoke(app, ["tune", "--set", "tune.objectives.1={metric: fits, target: fpga-tiny}",
-                                 "--set", "tune.budget.trials=2", "--set", "tune.max_epochs=1"])
-    assert result.exit_code != 0
-    last = result.output.strip().splitlines()[-1]
-    assert last.startswith("error: tune: constraint fits:fpga-tiny (tune.objectives): the network of none of the 2 "
-                           "trials fits on fpga-tiny"), result.output
-    assert not (project / "tune" / "best_params.yaml").exists()
+    before = snapshot(project)
+    result = runner.invoke(app, ["tune", "--set", "tune.objectives.1={metric: fits, target: fpga-tiny}"])
+    assert result.exit_code == 2, result.output
+    assert result.output == ("error: tune.objectives.1 (fits:fpga-tiny): no configuration fits on fpga-tiny: even the "
+                             "sparsest network of this architecture (one weight per layer) exceeds its lut (see "
+                             "hardware/fpga-tiny.yaml); pick a larger target, or fewer layers\n")
+    assert snapshot(project) == before
+
+
+def test_when_no_trial_fits_the_run_fails_naming_the_constraint():
+    """A target some configuration could fit, but no trial did: the analysis names the constraint."""
+    from sparsecli.errors import SparsecliError
+    from sparsecli.params import TuneObjective
+    from sparsecli.tuning.analysis import analyse
+    from sparsecli.tuning.objectives import Objectives
+    from sparsecli.tuning.search import Plan, TrialRecord
+
+    objectives = Objectives.from_params([TuneObjective(metric="accuracy", threshold=0.5),
+                                         TuneObjective(metric="fits", target="fpga-pynq-z2")])
+    plan = Plan(objectives, ("train.lr",), 1, 3, 3, 2, None, 0.5, "tpe", 2, False, 0)
+    records = [TrialRecord(f"search_00{i}", "search", {"train.lr": 0.1}, "full",
+                           {"epoch": 3, "accuracy": 0.9, "fits:fpga-pynq-z2": 0.0}) for i in (1, 2)]
+    with pytest.raises(SparsecliError, match=r"^tune: constraint fits:fpga-pynq-z2 \(tune.objectives\): the network "
+                                             r"of none of the 2 trials fits on fpga-pynq-z2"):
+        analyse(records, plan, "max_accuracy", "tune/ray")

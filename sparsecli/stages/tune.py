@@ -33,6 +33,7 @@ from sparsecli.params import Params, check_stage
 from sparsecli.progress import Progress
 from sparsecli.training import read_splits
 from sparsecli.tuning.analysis import Analysis, analyse, summary
+from sparsecli.tuning.hardware import check_fits_possible
 from sparsecli.tuning.hardware import resolve as resolve_hardware
 from sparsecli.tune_metrics import METRICS, NAMES
 from sparsecli.tuning.search import Plan, TrialRecord, run_search
@@ -72,6 +73,7 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
     splits, meta = read_splits(workdir)
     check_space(params, meta)
     hardware = resolve_hardware(params, workdir / "hardware", progress)
+    check_fits_possible(params, meta, hardware)
     restore = _prepare_storage(ray_dir(workdir), _fingerprint(params, meta), resume, progress)
     started = time.perf_counter()
     from sparsecli.tuning.session import ray_session

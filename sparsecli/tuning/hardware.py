@@ -119,6 +119,39 @@ def _check_engine(params: Params, objective, target, precision: str, where: str)
                           "give it a kwta block or use latency_us on cpu-local (a prediction)")
 
 
+def check_fits_possible(params: Params, meta: dict, objectives: list[HardwareObjective]) -> None:
+    """ParamsError for a ``fits`` objective no configuration can meet, before any trial runs.
+
+    The cheapest configuration of an MLP has one non-zero weight per layer and one active input;
+    if ``predict`` finds that it does not fit (the fixed cost of a layer alone, say), no trial can.
+    Units searched in tune.space count at their ``low``. CNNs are judged after the search only.
+    """
+    if params.model.arch != "mlp":
+        return
+    from sparsecli.targets import LayerShape, predict
+
+    units = [layer.units for layer in params.model.layers]
+    for dim in params.tune.space:
+        parts = dim.key.split(".")
+        if len(parts) == 4 and parts[:2] == ["model", "layers"] and parts[3] == "units" and dim.low is not None:
+            units[int(parts[2])] = int(dim.low)
+    sizes = [int(meta["features"]), *units, int(meta["classes"])]
+    names = [f"layers.{i}" for i in range(len(units))] + ["head"]
+    sparsest = [LayerShape(name, n_in, n_out, weight_density=1 / (n_in * n_out), input_density=1 / n_in,
+                           input_density_sized=1 / n_in, stall_rate=0.0)
+                for name, n_in, n_out in zip(names, sizes, sizes[1:])]
+    for o in objectives:
+        if o.metric != "fits":
+            continue
+        totals = predict(sparsest, o.target, (o.execution,), (o.batch,), o.precision, o.reuse)["modes"][o.execution][
+            str(o.batch)]["totals"]
+        if not totals["fits"]:
+            raise ParamsError(
+                f"tune.objectives.{o.index} ({o.name}): no configuration fits on {o.target.name}: even the sparsest "
+                f"network of this architecture (one weight per layer) exceeds its {totals['binding_resource']} "
+                f"(see {o.target.source}); pick a larger target, or fewer layers")
+
+
 # ---------------------------------------------------------------- per trial
 
 
