@@ -35,7 +35,7 @@ from sparsecli.training import read_splits
 from sparsecli.tuning.analysis import Analysis, analyse, summary
 from sparsecli.tuning.hardware import check_fits_possible
 from sparsecli.tuning.hardware import resolve as resolve_hardware
-from sparsecli.tune_metrics import METRICS, NAMES
+from sparsecli.tune_metrics import MEASURED, METRICS, NAMES
 from sparsecli.tuning.search import Plan, TrialRecord, run_search
 from sparsecli.tuning.space import check_space
 
@@ -83,6 +83,7 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
                              tuple(hardware))
     analysis = analyse(records, plan, params.tune.select, str(ray_dir(workdir)))
     metrics = summary(records, analysis, plan, params.tune.select, time.perf_counter() - started)
+    metrics["objectives"] = _objectives(params, hardware)
     _write(paths, records, analysis, metrics, params, plan)
     _mark_finished(ray_dir(workdir))
     progress.message(f"tune: {metrics['front_size']} Pareto-optimal of {metrics['feasible']} feasible "
@@ -128,6 +129,21 @@ def _mark_finished(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------- outputs
+
+
+def _objectives(params: Params, hardware) -> dict:
+    """Each objective by name, as resolved (the report draws its front and thresholds from it)."""
+    resolved = {h.name: h for h in hardware}
+    out = {}
+    for o in params.tune.objectives:
+        entry = {"metric": o.metric, "mode": o.mode, "threshold": o.threshold}
+        if o.name in resolved:
+            h = resolved[o.name]
+            entry |= {"target": o.target, "execution": h.execution, "batch": h.batch, "precision": h.precision,
+                      "label": "measured" if o.metric in MEASURED else "estimated"}
+        out[o.name] = entry
+    return out
+
 
 
 def metric_columns(plan: Plan) -> list[str]:
