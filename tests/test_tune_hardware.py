@@ -200,3 +200,21 @@ def test_when_no_trial_fits_the_run_fails_naming_the_constraint():
     with pytest.raises(SparsecliError, match=r"^tune: constraint fits:fpga-pynq-z2 \(tune.objectives\): the network "
                                              r"of none of the 2 trials fits on fpga-pynq-z2"):
         analyse(records, plan, "max_accuracy", "tune/ray")
+
+
+def test_cpu_latency_agrees_with_the_benchmark_stage(pipeline_dir, tiny_params):
+    """cpu_latency_us times the same engine as ``sparsecli benchmark`` (sparse-sparse, batch 1, 1 thread):
+    on the model the benchmark measured, within 1.5x of its figure (both are timings on a shared machine)."""
+    from sparsecli import checkpoint
+    from sparsecli.params import set_key, validate
+    from sparsecli.training import read_splits
+    from sparsecli.tuning.hardware import measure, resolve
+
+    raw = tiny_params.model_dump()
+    set_key(raw, "tune.objectives.1", {"metric": "cpu_latency_us", "target": "cpu-local"}, "test")
+    objectives = resolve(validate(raw, "test"), pipeline_dir / "hardware")
+    model, _, _ = checkpoint.load(pipeline_dir / "models" / "pruned.pt")
+    got = measure(model, read_splits(pipeline_dir)[0]["val"].x, objectives)["cpu_latency_us:cpu-local"]
+    benchmark = json.loads((pipeline_dir / "metrics" / "benchmark.json").read_text())
+    measured = benchmark["measured_latency_s"]["sparse-sparse"] * 1e6
+    assert measured / 1.5 <= got <= measured * 1.5, (got, measured)

@@ -27,6 +27,9 @@ from sparsecli.progress import Progress
 from sparsecli.tune_metrics import HARDWARE, MEASURED
 
 
+TIMED_REPEATS = 15  # cpu_latency_us: fewest timed samples per measurement (median)
+
+
 @dataclass(frozen=True)
 class HardwareObjective:
     """One hardware objective, ready to compute in a trial (picklable: Ray ships it to the workers)."""
@@ -40,7 +43,7 @@ class HardwareObjective:
     precision: str
     reuse: object  # hardware_map.reuse_factor
     quantile: float  # hardware_map.active_quantile
-    repeats: int  # cpu_latency_us: timed samples (benchmark.repeats)
+    repeats: int  # cpu_latency_us: timed samples (benchmark.repeats, at least TIMED_REPEATS)
 
 
 def activations_fixed(params: Params) -> bool:
@@ -83,8 +86,10 @@ def resolve(params: Params, hardware_dir: Path, progress: Progress | None = None
             progress.message(f"tune: calibrating {name} by microbenchmark (best of {hp.calibration_repeats}), "
                              "as hardware-map does")
             loaded[name] = calibrate(target, repeats=hp.calibration_repeats, seed=params.seed)
+    # a trial's timing runs beside other trials: at least TIMED_REPEATS samples (each is ~10 calls, well under a second)
+    repeats = max(params.benchmark.repeats, TIMED_REPEATS)
     return [HardwareObjective(i, o.name, o.metric, loaded[o.target], o.execution, o.batch, precision, hp.reuse_factor,
-                              hp.active_quantile, params.benchmark.repeats) for i, o, precision in checked]
+                              hp.active_quantile, repeats) for i, o, precision in checked]
 
 
 def _precision(objective, target, by_target: dict, where: str) -> str:
