@@ -250,7 +250,8 @@ def _run_phase(name, storage, trainable, restore, tune_config, space, plan, tota
         config.trial_name_creator = config.trial_dirname_creator = TrialNamer(name, 1 if name == "search" else 0)
         run_config = tune.RunConfig(
             name=name, storage_path=str(storage), verbose=0,
-            callbacks=[JsonLoggerCallback(), TrialMonitor(str(path), task, total, plan.full_epochs)],
+            callbacks=[JsonLoggerCallback(), TrialMonitor(str(path), task, total, plan.full_epochs,
+                                                           tuple(n for n in plan.objectives.names if n not in NAMES))],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         )
