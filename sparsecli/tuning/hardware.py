@@ -80,6 +80,10 @@ def resolve(params: Params, hardware_dir: Path, progress: Progress | None = None
         if objective.metric in MEASURED:
             _check_engine(params, objective, target, precision, where)
         checked.append((i, objective, precision))
+    layers = len(params.model.layers) + 1 + (len(params.model.conv) if params.model.arch == "cnn" else 0)
+    if isinstance(hp.reuse_factor, list) and checked and len(hp.reuse_factor) != layers:
+        raise ParamsError(f"hardware_map.reuse_factor = {hp.reuse_factor}: {len(hp.reuse_factor)} factors for "
+                          f"{layers} weight layers; give one per layer or use auto (tune.objectives cost trials with it)")
     predicted = {o.target for _, o, _ in checked if o.metric not in MEASURED}
     for name, target in loaded.items():  # every check passed: now the slow part (cpu_latency_us needs none)
         if isinstance(target, CpuTarget) and target.calibrated and name in predicted:
