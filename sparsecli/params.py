@@ -24,6 +24,7 @@ from sparsecli.tune_metrics import ALL as TUNE_METRICS
 from sparsecli.tune_metrics import CONSTRAINTS as TUNE_CONSTRAINTS
 from sparsecli.tune_metrics import HARDWARE as TUNE_HARDWARE
 from sparsecli.tune_metrics import HARDWARE_NAMES as TUNE_HARDWARE_NAMES
+from sparsecli.tune_metrics import LATENCIES as TUNE_LATENCIES
 from sparsecli.tune_metrics import NAMES as TUNE_METRIC_NAMES
 
 
@@ -630,8 +631,8 @@ class TuneParams(Section):
                 raise _CrossFieldError(f"objectives.{i}.{key}", getattr(objective, key),
                                        "listed twice" + (" (give each a different name)" if key == "name" else ""))
             seen.add(objective.name)
-        if self.select == "min_latency" and not any(o.metric in ("latency_us", "cpu_latency_us") for o in self.objectives):
-            raise _CrossFieldError("select", self.select, "needs a latency_us or cpu_latency_us objective")
+        if self.select == "min_latency" and not any(o.metric in TUNE_LATENCIES for o in self.objectives):
+            raise _CrossFieldError("select", self.select, f"needs a {' or '.join(TUNE_LATENCIES)} objective")
         if all(o.metric in TUNE_CONSTRAINTS for o in self.objectives):
             raise _CrossFieldError("objectives", [o.name for o in self.objectives],
                                    "needs at least one metric to optimise besides the constraints")

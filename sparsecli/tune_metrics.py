@@ -72,3 +72,4 @@ HARDWARE_NAMES: tuple[str, ...] = tuple(HARDWARE)
 ALL: dict[str, Metric] = METRICS | HARDWARE
 MEASURED = ("cpu_latency_us",)  # timed on this machine, not predicted
 CONSTRAINTS = ("fits",)  # constraint-only metrics: no mode, no threshold, feasible when 1
+LATENCIES = ("latency_us", "cpu_latency_us")  # what tune.select min_latency minimises (the first of them)

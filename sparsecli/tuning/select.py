@@ -23,10 +23,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from sparsecli.tune_metrics import LATENCIES
 from sparsecli.tuning.objectives import Objectives
 
 RULES = ("max_accuracy", "max_sparsity", "min_latency", "knee")
-LATENCIES = ("latency_us", "cpu_latency_us")  # the metrics min_latency reads
 
 
 def select(results: Sequence[dict], objectives: Objectives, rule: str) -> int:
