@@ -20,7 +20,11 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from sparsecli.errors import ParamsError
-from sparsecli.tune_metrics import METRICS as TUNE_METRICS
+from sparsecli.tune_metrics import ALL as TUNE_METRICS
+from sparsecli.tune_metrics import CONSTRAINTS as TUNE_CONSTRAINTS
+from sparsecli.tune_metrics import HARDWARE as TUNE_HARDWARE
+from sparsecli.tune_metrics import HARDWARE_NAMES as TUNE_HARDWARE_NAMES
+from sparsecli.tune_metrics import LATENCIES as TUNE_LATENCIES
 from sparsecli.tune_metrics import NAMES as TUNE_METRIC_NAMES
 
 
@@ -531,15 +535,61 @@ class BenchmarkParams(Section):
 # ---------------------------------------------------------------- tune
 
 # What a tune trial reports (names and threshold ranges): the one list, in sparsecli.tune_metrics.
-TuneMetric = Literal[TUNE_METRIC_NAMES]  # type: ignore[valid-type]
+TuneMetric = Literal[TUNE_METRIC_NAMES + TUNE_HARDWARE_NAMES]  # type: ignore[valid-type]
+# The cost models' execution modes (sparsecli.targets.network.MODES; a test compares them)
+Execution = Literal["dense", "sparse-dense", "sparse-sparse"]
+HARDWARE_KEYS = ("target", "execution", "batch", "precision")  # what only a hardware metric takes
 
 
 class TuneObjective(Section):
-    """One metric to optimise; with a threshold it is also a hard constraint."""
+    """One metric to optimise; with a threshold it is also a hard constraint.
+
+    A hardware metric (``sparsecli.tune_metrics.HARDWARE``) names a target file
+    (``hardware/<target>.yaml``) and is computed as ``hardware-map`` would: in ``execution``
+    mode (default sparse-sparse), at ``batch`` (default 1), at ``precision`` (null: as
+    ``hardware_map.precision`` picks for that target). ``fits`` is a constraint only (no mode,
+    no threshold). ``name`` is its column in tune/trials.csv and key in tune/summary.json
+    (default: the metric, or ``<metric>:<target>`` for a hardware metric). ``mode`` null: the
+    metric's own direction (latency and energy min, the others max).
+    """
 
     metric: TuneMetric
-    mode: Literal["max", "min"] = "max"
+    mode: Literal["max", "min"] | None = None
     threshold: float | None = None  # max: at least this; min: at most this; null = no constraint
+    target: str | None = None
+    execution: Execution | None = None
+    batch: PositiveInt | None = None
+    precision: Precision | None = None
+    name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data):
+        if not isinstance(data, dict) or data.get("metric") not in TUNE_METRICS:
+            return data
+        data = dict(data)
+        metric = data["metric"]
+        if metric in TUNE_CONSTRAINTS:
+            for key in ("mode", "threshold"):
+                if data.get(key) is not None:
+                    raise _CrossFieldError(key, data[key], f"{metric} is a constraint only (1 = fits): remove {key}")
+        elif data.get("mode") is None:
+            data["mode"] = TUNE_METRICS[metric].mode
+        if metric in TUNE_HARDWARE:
+            if data.get("target") is None:
+                raise _CrossFieldError("target", None, f"{metric} is computed on a target: name a file in hardware/ "
+                                                       "(e.g. target: fpga-zu3eg)")
+            data.setdefault("execution", None)
+            data["execution"] = data["execution"] or "sparse-sparse"
+            data["batch"] = data.get("batch") or 1
+        else:
+            for key in HARDWARE_KEYS:
+                if data.get(key) is not None:
+                    raise _CrossFieldError(key, data[key], f"{metric} is not a hardware metric; remove {key} "
+                                                           f"(hardware metrics: {', '.join(TUNE_HARDWARE_NAMES)})")
+        if data.get("name") is None:
+            data["name"] = f"{metric}:{data['target']}" if metric in TUNE_HARDWARE else metric
+        return data
 
     @model_validator(mode="after")
     def _check(self):
@@ -547,7 +597,13 @@ class TuneObjective(Section):
         if self.threshold is not None and ((lo is not None and self.threshold < lo) or (hi is not None and self.threshold > hi)):
             text = f"[{_fmt(lo) if lo is not None else '-inf'}, {_fmt(hi) if hi is not None else 'inf'}]"
             raise _CrossFieldError("threshold", self.threshold, f"{self.metric} thresholds must be in {text}")
+        if not re.fullmatch(r"[A-Za-z0-9_.:@+-]+", self.name or ""):
+            raise _CrossFieldError("name", self.name, "letters, digits and _ . : @ + - only (it is a CSV column)")
         return self
+
+    @property
+    def hardware(self) -> bool:
+        return self.metric in TUNE_HARDWARE
 
 
 class SearchDim(Section):
@@ -606,7 +662,7 @@ class TuneParams(Section):
     max_epochs: PositiveInt | None = None  # full fidelity; null = train.epochs
     reduction_factor: Annotated[int, _interval(2, None, False, True)] = 3  # ASHA keeps 1 in reduction_factor per rung
     second_phase: bool = True  # finish the stopped, non-dominated, not-yet-infeasible trials at max_epochs
-    select: Literal["max_accuracy", "max_sparsity", "knee"] = "knee"
+    select: Literal["max_accuracy", "max_sparsity", "min_latency", "knee"] = "knee"  # min_latency: a latency objective's lowest
     budget: TuneBudget = TuneBudget()
 
     @model_validator(mode="after")
@@ -615,9 +671,16 @@ class TuneParams(Section):
             raise _CrossFieldError("objectives", [], "needs at least one {metric, mode, threshold}")
         seen = set()
         for i, objective in enumerate(self.objectives):
-            if objective.metric in seen:
-                raise _CrossFieldError(f"objectives.{i}.metric", objective.metric, "listed twice")
-            seen.add(objective.metric)
+            if objective.name in seen:
+                key = "metric" if objective.name == objective.metric else "name"
+                raise _CrossFieldError(f"objectives.{i}.{key}", getattr(objective, key),
+                                       "listed twice" + (" (give each a different name)" if key == "name" else ""))
+            seen.add(objective.name)
+        if self.select == "min_latency" and not any(o.metric in TUNE_LATENCIES for o in self.objectives):
+            raise _CrossFieldError("select", self.select, f"needs a {' or '.join(TUNE_LATENCIES)} objective")
+        if all(o.metric in TUNE_CONSTRAINTS for o in self.objectives):
+            raise _CrossFieldError("objectives", [o.name for o in self.objectives],
+                                   "needs at least one metric to optimise besides the constraints")
         keys = [dim.key for dim in self.space]
         for i, key in enumerate(keys):
             if key in keys[:i]:

@@ -87,8 +87,11 @@ def _params_files() -> list[tuple[str, Path, dict]]:
 def _missing_keys(raw, model, prefix: str = "") -> list[str]:
     """Fields of ``model`` (recursively) that the raw params do not spell out.
 
-    A search-space entry takes either low/high or values, by its dist: those are not required."""
-    from sparsecli.params import SearchDim, _submodel
+    A search-space entry takes either low/high or values, by its dist: those are not required. An
+    objective spells out metric, mode and threshold (a constraint, fits, has neither) and, for a
+    hardware metric, its target; execution, batch, precision and name have defaults by metric."""
+    from sparsecli.params import SearchDim, TuneObjective, _submodel
+    from sparsecli.tune_metrics import CONSTRAINTS, HARDWARE
 
     if not isinstance(raw, dict):
         return []
@@ -96,7 +99,13 @@ def _missing_keys(raw, model, prefix: str = "") -> list[str]:
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         if name not in raw:
-            if model is not SearchDim or name in ("key", "dist"):
+            if model is TuneObjective:
+                metric = raw.get("metric")
+                needed = ["metric"] + ([] if metric in CONSTRAINTS else ["mode", "threshold"])
+                needed += ["target"] if metric in HARDWARE else []
+                if name in needed:
+                    missing.append(path)
+            elif model is not SearchDim or name in ("key", "dist"):
                 missing.append(path)
             continue
         sub = _submodel(field.annotation)
@@ -151,6 +160,15 @@ def test_every_params_file_passes_the_full_validation(label, path, overlay, tmp_
         check_space(params, meta)
     targets = hardware_map._load_targets(ROOT / "hardware", params.hardware_map)
     hardware_map._check_precisions(targets, params.hardware_map)
+
+
+def test_objective_executions_are_the_cost_models_modes():
+    from typing import get_args
+
+    from sparsecli.params import Execution
+    from sparsecli.targets import MODES
+
+    assert get_args(Execution) == MODES
 
 
 def test_hardware_map_precisions_are_the_cost_models():

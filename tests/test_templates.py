@@ -113,3 +113,32 @@ def test_compare_shows_every_stage_and_marks_pareto_experiments(tmp_path_factory
     assert float(rows["p90"][column]) > float(rows["p50"][column])
     assert rows["p90"][headers.index("train.test_accuracy")] == rows["p50"][headers.index("train.test_accuracy")]
     assert "p90" in table["pareto"]  # nothing else is as sparse
+
+
+def test_hardware_aware_selects_a_fitting_trial_whose_latency_hardware_map_confirms(tmp_path_factory):
+    """The template's answer: a trial that fits the PYNQ-Z2, the fastest feasible one, and the same
+    predicted latency (within 10%) when hardware-map's functions cost the trained model on the test
+    split; the pruned model hardware-map maps in this pipeline is at most as slow."""
+    import csv
+
+    from sparsecli import checkpoint
+    from sparsecli.targets import load_target, network_from_model, predict
+    from sparsecli.training import read_splits
+
+    project, run = built("hardware-aware", tmp_path_factory)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    latency, fits = "latency_us:fpga-pynq-z2", "fits:fpga-pynq-z2"
+    front = list(csv.DictReader((project / "tune" / "pareto.csv").open()))
+    selected = next(r for r in front if r["selected"] == "True")
+    assert float(selected[fits]) == 1.0
+    assert float(selected[latency]) == min(float(r[latency]) for r in front)
+    model, _, _ = checkpoint.load(project / "models" / "train.pt")
+    network = network_from_model(model, read_splits(project)[0]["test"].x, quantile=0.99)
+    trained = predict(network, load_target(project / "hardware" / "fpga-pynq-z2.yaml"), ("sparse-sparse",), (1,),
+                      "fixed16")["modes"]["sparse-sparse"]["1"]["totals"]
+    assert trained["fits"] and float(selected[latency]) == pytest.approx(trained["latency_s"] * 1e6, rel=0.10)
+    pruned = json.loads((project / "metrics" / "hardware_map.json").read_text())["targets"]["fpga-pynq-z2"]
+    assert pruned["batch_1"]["sparse-sparse"]["fits"]
+    assert pruned["batch_1"]["sparse-sparse"]["latency_s"] <= trained["latency_s"] * 1.10
+    report = (project / "reports" / "index.md").read_text()
+    assert f"Constraints: {fits} (sparse-sparse, batch 1, fixed16)" in report

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from sparsecli.params import TuneObjective
-from sparsecli.tune_metrics import METRICS, NAMES
+from sparsecli.tune_metrics import HARDWARE_NAMES, METRICS, NAMES
 from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.pareto import constrained_order, dominates, hypervolume, non_dominated, nondomination_ranks
 from sparsecli.tuning.scheduler import promote, rungs
@@ -47,7 +47,7 @@ def test_one_list_of_trial_metrics():
     import sparsecli.tuning.search as search
 
     assert NAMES == tuple(METRICS)
-    assert typing.get_args(params.TuneObjective.model_fields["metric"].annotation) == NAMES
+    assert typing.get_args(params.TuneObjective.model_fields["metric"].annotation) == NAMES + HARDWARE_NAMES
     assert stage.METRIC_COLUMNS == NAMES and monitor.SHOWN == NAMES
     assert search.HISTORY_KEYS[1:1 + len(NAMES)] == NAMES
     # no module lists two or more of the names in one literal tuple/dict any more
@@ -275,3 +275,29 @@ def test_second_phase_finishes_the_widest_hypervolume_gain_first():
     chosen = [r.name for r in second_phase_candidates(records, plan)]
     order = greedy_hypervolume_order(points, (0.7, 0.85))  # the rung's reference: its worst accuracy, the settled threshold
     assert chosen == [f"t{order[0]}", f"t{order[1]}"] == ["t1", "t2"]  # 'low' misses the settled weight-sparsity threshold
+
+
+def test_hardware_objectives_constraints_nadir_reference_and_min_latency():
+    """fits is a requirement, not a coordinate; a min hardware objective without threshold is referenced
+    at the worst point; min_latency picks the lowest latency (ties: the more accurate)."""
+    objectives = Objectives.from_params([
+        TuneObjective(metric="accuracy", threshold=0.9),
+        TuneObjective(metric="fits", target="fpga-pynq-z2"),
+        TuneObjective(metric="latency_us", target="fpga-pynq-z2"),
+    ], activations_fixed=True)
+    assert objectives.metrics == ("accuracy", "latency_us:fpga-pynq-z2") and objectives.modes == ("max", "min")
+    assert objectives.requirements == ("fits:fpga-pynq-z2",) and objectives.missing_reference() is None
+    fast = {"accuracy": 0.92, "latency_us:fpga-pynq-z2": 0.5, "fits:fpga-pynq-z2": 1.0, "weight_sparsity": 0.9}
+    slow = {"accuracy": 0.95, "latency_us:fpga-pynq-z2": 2.0, "fits:fpga-pynq-z2": 1.0, "weight_sparsity": 0.9}
+    tie = {**slow, "latency_us:fpga-pynq-z2": 0.5, "accuracy": 0.93}
+    assert objectives.vector(fast) == (0.92, -0.5)
+    assert objectives.feasible(fast) and not objectives.feasible({**fast, "fits:fpga-pynq-z2": 0.0})
+    assert objectives.feasible({**fast, "fits:fpga-pynq-z2": 0.0, "accuracy": 0.95}, final=False) is False  # settled
+    points = [objectives.vector(r) for r in (fast, slow)]
+    assert objectives.reference(points) == (0.9, -2.0)
+    with pytest.raises(ValueError):
+        objectives.reference()
+    assert select([fast, slow, tie], objectives, "min_latency") == 2
+    relu = Objectives.from_params([TuneObjective(metric="accuracy"), TuneObjective(metric="fits", target="x"),
+                                   TuneObjective(metric="latency_us", target="x", threshold=1.0)])
+    assert relu.constraints({**fast, "fits:x": 0.0, "latency_us:x": 3.0}, final=False) == {}  # ReLU: not settled

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -301,28 +302,26 @@ def tune_section(out: Outputs) -> Section | None:
         f"{summary.get('front_size')} on the Pareto front (hypervolume {num(summary.get('hypervolume'))} above the "
         f"thresholds); cost {num(summary.get('cost_full_trainings'))} full-training equivalents. "
         f"Selected {summary.get('selected_trial')} by rule {summary.get('select')}.")
+    objectives = summary.get("objectives") or {}
     x_key, y_key = metrics[0], metrics[-1]
-    with figure("Trials: Pareto front", x_key, y_key) as ax:
-        full = [t for t in trials if t.get("status") == "full"]
-        low = [t for t in trials if t.get("status") != "full" and isinstance(t.get(x_key), float)]
-        groups = (("low fidelity (stopped early)", low, dict(color="lightgrey", s=14)),
-                  ("full, infeasible", [t for t in full if t.get("feasible") != "True"], dict(color="tab:red", s=20, marker="x")),
-                  ("full, feasible", [t for t in full if t.get("feasible") == "True" and t.get("on_front") != "True"],
-                   dict(color="tab:blue", s=20)),
-                  ("Pareto front", [t for t in full if t.get("on_front") == "True"], dict(color="tab:green", s=40)))
-        for label, group, style in groups:
-            if group:
-                ax.scatter([t[x_key] for t in group], [t[y_key] for t in group], label=label, **style)
-        chosen = [t for t in trials if t.get("selected") == "True"]
-        if chosen:
-            ax.scatter([chosen[0][x_key]], [chosen[0][y_key]], s=160, facecolors="none", edgecolors="black",
-                       label=f"selected ({summary.get('select')})")
-        if x_key in reference:
-            ax.axvline(reference[x_key], linestyle="--", color="grey", linewidth=1, label="thresholds")
-        if y_key in reference:
-            ax.axhline(reference[y_key], linestyle="--", color="grey", linewidth=1)
-    section.figures.append(Figure("tune_pareto", ax.figure.png,
+    thresholds = {k: v.get("threshold") for k, v in objectives.items()} if objectives else reference
+    png = _front_png(trials, summary, x_key, y_key, thresholds, "Trials: Pareto front")
+    section.figures.append(Figure("tune_pareto", png,
                                   "Every trial; thresholds dashed; only full-fidelity feasible trials can be on the front."))
+    for name, objective in objectives.items():
+        if "target" not in objective or objective["metric"] == "fits" or name == y_key or "accuracy" not in objectives:
+            continue
+        png = _front_png(trials, summary, "accuracy", name, thresholds, f"Accuracy against {name}")
+        section.figures.append(Figure(
+            f"tune_front_{_stem(name)}", png,
+            f"Val accuracy against {objective['metric']} on {objective['target']} ({objective['execution']}, batch "
+            f"{objective['batch']}, {objective['precision']}; {objective['label']}) for every trial; thresholds dashed."))
+    constraints = [n for n, o in objectives.items() if o["metric"] == "fits"]
+    if constraints:
+        section.text.append("Constraints: " + "; ".join(
+            f"{n} ({objectives[n]['execution']}, batch {objectives[n]['batch']}, {objectives[n]['precision']}): "
+            f"{sum(1 for t in trials if t.get(n) == 1.0)} of {sum(1 for t in trials if isinstance(t.get(n), float))} "
+            "trials fit" for n in constraints) + ".")
     by_epochs = summary.get("trials_by_epochs") or {}
     if by_epochs:
         epochs = sorted(by_epochs, key=float)
@@ -339,6 +338,37 @@ def tune_section(out: Outputs) -> Section | None:
             rows.append(["failed", len(failed), sum(int(float(t.get("cost_epochs") or 0)) for t in failed)])
         section.tables.append(Table(["epochs reached", "trials", "epochs spent"], rows))
     return section
+
+
+def _front_png(trials: list[dict], summary: dict, x_key: str, y_key: str, thresholds: dict, title: str) -> bytes:
+    """Every trial in (x, y): low fidelity, infeasible, feasible, the front; the selected one ringed."""
+    with figure(title, x_key, y_key) as ax:
+        full = [t for t in trials if t.get("status") == "full"]
+        low = [t for t in trials if t.get("status") != "full" and isinstance(t.get(x_key), float)]
+        groups = (("low fidelity (stopped early)", low, dict(color="lightgrey", s=14)),
+                  ("full, infeasible", [t for t in full if t.get("feasible") != "True"], dict(color="tab:red", s=20, marker="x")),
+                  ("full, feasible", [t for t in full if t.get("feasible") == "True" and t.get("on_front") != "True"],
+                   dict(color="tab:blue", s=20)),
+                  ("Pareto front", [t for t in full if t.get("on_front") == "True"], dict(color="tab:green", s=40)))
+        for label, group, style in groups:
+            group = [t for t in group if isinstance(t.get(x_key), float) and isinstance(t.get(y_key), float)
+                     and math.isfinite(t[y_key])]  # a design that does not fit has no latency (inf)
+            if group:
+                ax.scatter([t[x_key] for t in group], [t[y_key] for t in group], label=label, **style)
+        chosen = [t for t in trials if t.get("selected") == "True"]
+        if chosen:
+            ax.scatter([chosen[0][x_key]], [chosen[0][y_key]], s=160, facecolors="none", edgecolors="black",
+                       label=f"selected ({summary.get('select')})")
+        if thresholds.get(x_key) is not None:
+            ax.axvline(thresholds[x_key], linestyle="--", color="grey", linewidth=1, label="thresholds")
+        if thresholds.get(y_key) is not None:
+            ax.axhline(thresholds[y_key], linestyle="--", color="grey", linewidth=1,
+                       label=None if thresholds.get(x_key) is not None else "thresholds")
+    return ax.figure.png
+
+
+def _stem(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def prune_section(out: Outputs) -> Section | None:

@@ -6,6 +6,10 @@ configuration as dotted key -> value, which ``train`` overlays on params.yaml),
 ``tune/pareto.csv``, ``tune/trials.csv``, ``tune/summary.json`` (metrics) and one TensorBoard
 run per trial under ``runs/tune/`` plus an HParams table of every trial.
 
+Hardware objectives (``tune.objectives`` with a ``target``) are resolved before Ray starts
+(``sparsecli.tuning.hardware``: target files in ``hardware/``, precision, calibration) and get
+a column each, named as the objective, after the model metrics' columns.
+
 Ray's experiments live in ``tune/ray/`` (not a DVC output, so ``dvc repro`` leaves it): a
 rerun with the same params and data after an interruption resumes them, as does
 ``--resume``, which also insists there is something to resume. Any other rerun starts over.
@@ -29,7 +33,9 @@ from sparsecli.params import Params, check_stage
 from sparsecli.progress import Progress
 from sparsecli.training import read_splits
 from sparsecli.tuning.analysis import Analysis, analyse, summary
-from sparsecli.tune_metrics import METRICS, NAMES
+from sparsecli.tuning.hardware import check_fits_possible
+from sparsecli.tuning.hardware import resolve as resolve_hardware
+from sparsecli.tune_metrics import MEASURED, METRICS, NAMES
 from sparsecli.tuning.search import Plan, TrialRecord, run_search
 from sparsecli.tuning.space import check_space
 
@@ -66,14 +72,18 @@ def run(params: Params, workdir: Path = Path("."), progress: Progress | None = N
                           "(it is the hypervolume reference point)")
     splits, meta = read_splits(workdir)
     check_space(params, meta)
+    hardware = resolve_hardware(params, workdir / "hardware", progress)
+    check_fits_possible(params, meta, hardware)
     restore = _prepare_storage(ray_dir(workdir), _fingerprint(params, meta), resume, progress)
     started = time.perf_counter()
     from sparsecli.tuning.session import ray_session
 
     with ray_session(workdir, address, workers) as cpus:
-        records = run_search(params, splits, meta, ray_dir(workdir).resolve(), workers or cpus, restore, progress)
+        records = run_search(params, splits, meta, ray_dir(workdir).resolve(), workers or cpus, restore, progress,
+                             tuple(hardware))
     analysis = analyse(records, plan, params.tune.select, str(ray_dir(workdir)))
     metrics = summary(records, analysis, plan, params.tune.select, time.perf_counter() - started)
+    metrics["objectives"] = _objectives(params, hardware)
     _write(paths, records, analysis, metrics, params, plan)
     _mark_finished(ray_dir(workdir))
     progress.message(f"tune: {metrics['front_size']} Pareto-optimal of {metrics['feasible']} feasible "
@@ -121,18 +131,39 @@ def _mark_finished(folder: Path) -> None:
 # ---------------------------------------------------------------- outputs
 
 
+def _objectives(params: Params, hardware) -> dict:
+    """Each objective by name, as resolved (the report draws its front and thresholds from it)."""
+    resolved = {h.name: h for h in hardware}
+    out = {}
+    for o in params.tune.objectives:
+        entry = {"metric": o.metric, "mode": o.mode, "threshold": o.threshold}
+        if o.name in resolved:
+            h = resolved[o.name]
+            entry |= {"target": o.target, "execution": h.execution, "batch": h.batch, "precision": h.precision,
+                      "label": "measured" if o.metric in MEASURED else "estimated"}
+        out[o.name] = entry
+    return out
+
+
+
+def metric_columns(plan: Plan) -> list[str]:
+    """The metrics' columns of trials.csv and pareto.csv: the model metrics, then the hardware objectives'."""
+    return [*METRIC_COLUMNS, *(name for name in plan.objectives.names if name not in METRIC_COLUMNS)]
+
+
 def _write(paths: dict[str, Path], records: list[TrialRecord], analysis: Analysis, metrics: dict,
            params: Params, plan: Plan) -> None:
     keys = list(plan.keys)
+    columns = metric_columns(plan)
     on_front = {r.name for r in analysis.front}
-    rows = [_row(r, plan, on_front, analysis.selected.name, keys) for r in records]
+    rows = [_row(r, plan, on_front, analysis.selected.name, keys, columns) for r in records]
     front_rows = sorted((row for row in rows if row["on_front"]),
                         key=lambda row: plan.objectives.vector(row), reverse=True)
-    runs_tmp = _write_runs(paths["runs"], records, rows, keys, params)
+    runs_tmp = _write_runs(paths["runs"], records, rows, keys, params, columns)
     try:
         write_all({
             paths["best_params"]: lambda tmp: tmp.write_text(_best_params(analysis.selected, params, plan)),
-            paths["pareto"]: lambda tmp: tmp.write_text(csv_text(front_rows, ["trial", *METRIC_COLUMNS, "cost_epochs", "wall_seconds", "selected", *keys])),
+            paths["pareto"]: lambda tmp: tmp.write_text(csv_text(front_rows, ["trial", *columns, "cost_epochs", "wall_seconds", "selected", *keys])),
             paths["trials"]: lambda tmp: tmp.write_text(csv_text(rows, list(rows[0]))),
             paths["summary"]: lambda tmp: tmp.write_text(json_text(metrics)),
         })
@@ -142,13 +173,14 @@ def _write(paths: dict[str, Path], records: list[TrialRecord], analysis: Analysi
         shutil.rmtree(runs_tmp, ignore_errors=True)
 
 
-def _row(record: TrialRecord, plan: Plan, on_front: set[str], selected: str, keys: list[str]) -> dict:
+def _row(record: TrialRecord, plan: Plan, on_front: set[str], selected: str, keys: list[str],
+         columns: list[str]) -> dict:
     result = record.result
-    judged = record.status != "failed" and all(m in result for m in plan.objectives.metrics)
+    judged = record.status != "failed" and all(m in result for m in plan.objectives.names)
     row = {
         "trial": record.name, "phase": record.phase, "status": record.status, "epochs": record.epochs,
         "cost_epochs": record.cost_epochs, "wall_seconds": round(float(result.get("wall_seconds", 0.0)), 3),
-        **{m: result.get(m, "") for m in METRIC_COLUMNS},
+        **{m: result.get(m, "") for m in columns},
         "feasible": _feasible(record, plan) if judged else False,
         "on_front": record.name in on_front, "selected": record.name == selected,
         "from_trial": record.from_trial or "", "error": record.error or "",
@@ -178,7 +210,8 @@ def _best_params(selected: TrialRecord, params: Params, plan: Plan) -> str:
 
 
 
-def _write_runs(target: Path, records: list[TrialRecord], rows: list[dict], keys: list[str], params: Params) -> Path:
+def _write_runs(target: Path, records: list[TrialRecord], rows: list[dict], keys: list[str], params: Params,
+                columns: list[str]) -> Path:
     """Every trial's TensorBoard run, in a temporary folder beside ``target`` (renamed into place later)."""
     from sparsecli.tracking import Tracker, hparams_experiment
 
@@ -188,7 +221,7 @@ def _write_runs(target: Path, records: list[TrialRecord], rows: list[dict], keys
     discrete = {k: v for k, v in choices.items() if len({type(x) for x in v}) == 1 and None not in v}
     hparams_experiment(folder, {**params.flat(), **{k: rows[0][k] if k in discrete else 0.0 for k in keys},
                                 "phase": "search"},
-                       list(HPARAM_METRICS), {**discrete, "phase": ["search", "retrain"]})
+                       [*HPARAM_METRICS, *columns[len(METRIC_COLUMNS):]], {**discrete, "phase": ["search", "retrain"]})
     for record, row in zip(records, rows):
         tracker = Tracker(folder / record.name)
         try:
@@ -197,7 +230,7 @@ def _write_runs(target: Path, records: list[TrialRecord], rows: list[dict], keys
                                "val_loss": epoch["val_loss"], "train_accuracy": epoch["train_accuracy"],
                                "val_accuracy": epoch["accuracy"], "lr": epoch["lr"]},
                               {METRICS[m].tag: epoch[m] for m in NAMES if METRICS[m].tag})
-            final = {m: float(row[m]) for m in METRIC_COLUMNS if row[m] != ""}
+            final = {m: float(row[m]) for m in columns if row[m] != ""}
             final |= {"epochs": float(row["epochs"]), "cost_epochs": float(row["cost_epochs"]),
                       "feasible": float(row["feasible"] is True), "on_front": float(row["on_front"])}
             tracker.hparams({**{k: row[k] for k in keys}, "phase": record.phase}, final, experiment=False,

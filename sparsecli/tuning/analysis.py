@@ -37,7 +37,7 @@ def analyse(records: list[TrialRecord], plan: Plan, rule: str, where: str) -> An
     vectors = [objectives.vector(r.result) for r in feasible]
     front = [feasible[i] for i in non_dominated(vectors)]
     selected = front[select([r.result for r in front], objectives, rule)]
-    reference = objectives.reference()
+    reference = objectives.reference(vectors)
     return Analysis(
         full=full, feasible=feasible, front=front, selected=selected,
         hypervolume=hypervolume([objectives.vector(r.result) for r in front], reference),
@@ -68,7 +68,7 @@ def summary(records: list[TrialRecord], analysis: Analysis, plan: Plan, rule: st
         "trial_seconds": sum(float(r.result.get("wall_seconds", 0.0)) for r in records),
         "elapsed_seconds": elapsed,
         "selected_trial": analysis.selected.name,
-        "selected": {m: analysis.selected.result[m] for m in plan.objectives.metrics},
+        "selected": {m: analysis.selected.result[m] for m in plan.objectives.names},
     }
 
 
@@ -76,12 +76,20 @@ def _none_feasible(records: list[TrialRecord], full: list[TrialRecord], plan: Pl
     objectives = plan.objectives
     fix = "widen tune.space, relax a threshold or raise tune.budget"
     failed = sum(r.status == "failed" for r in records)
+    judged = [r for r in records if r.status != "failed" and all(n in r.result for n in objectives.names)]
+    for name in objectives.requirements:
+        if judged and not any(float(r.result[name]) >= 1 for r in judged):
+            target = name.split(":", 1)[-1]
+            return (f"tune: constraint {name} (tune.objectives): the network of none of the {len(judged)} trials fits "
+                    f"on {target} (resources and on-chip memory, as hardware-map predicts); pick a larger target, "
+                    f"or a smaller or sparser network in model/tune.space")
     if not full:
         return f"tune: no trial reached max_epochs ({plan.full_epochs}); {failed} of {len(records)} failed; {fix} (trials in {where})"
     closest = min(full, key=lambda r: (objectives.violation(r.result), r.name))
     gaps = ", ".join(
-        f"{m} {closest.result[m]:.4f} {'<' if mode == 'max' else '>'} {t}"
-        for m, mode, t in zip(objectives.metrics, objectives.modes, objectives.thresholds)
-        if t is not None and objectives.constraints(closest.result)[m] > 0
+        [f"{m} {closest.result[m]:.4f} {'<' if mode == 'max' else '>'} {t}"
+         for m, mode, t in zip(objectives.metrics, objectives.modes, objectives.thresholds)
+         if t is not None and objectives.constraints(closest.result)[m] > 0]
+        + [f"{name} = 0 (does not fit)" for name in objectives.requirements if float(closest.result[name]) < 1]
     )
     return f"tune: none of the {len(full)} full-fidelity trials meets every threshold (closest: {closest.name}, {gaps}); {fix}"

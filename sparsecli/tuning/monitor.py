@@ -31,15 +31,16 @@ def attach(key: str, progress: Progress) -> Iterator[None]:
 
 
 class TrialMonitor(Callback):
-    def __init__(self, key: str, task: str, total: int, full_epochs: int):
+    def __init__(self, key: str, task: str, total: int, full_epochs: int, extra: tuple[str, ...] = ()):
         self.key, self.task, self.total, self.full_epochs = key, task, total, full_epochs
+        self.extra = extra  # the hardware objectives' names, shown after the model metrics
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
         if DIVERGED_KEY in result:
             self._report(trials, trial, f"{trial_name(trial)} failed: diverged: {result[DIVERGED_KEY]}")
         else:
-            self._report(trials, trial, f"{trial_name(trial)} {describe(result, self.full_epochs)}")
+            self._report(trials, trial, f"{trial_name(trial)} {describe(result, self.full_epochs, self.extra)}")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._report(trials, trial, f"{trial_name(trial)} failed: {error_text(trial_error(trial))}")
@@ -75,10 +76,11 @@ def error_text(error: BaseException | str | None) -> str:
     return last if isinstance(cause, str) else f"{type(cause).__name__}: {last}".rstrip(": ")
 
 
-def describe(result: dict, full_epochs: int) -> str:
+def describe(result: dict, full_epochs: int, extra: tuple[str, ...] = ()) -> str:
     epoch = result.get("epoch", 0)
     status = "full" if epoch >= full_epochs else "stopped"
     shown = "  ".join(f"{k} {result[k]:.4f}" for k in SHOWN if k in result)
+    shown += "".join(f"  {k} {result[k]:.4g}" for k in extra if k in result)
     return f"{status} at epoch {epoch}/{full_epochs} ({result.get('wall_seconds', 0):.1f} s)  {shown}"
 
 

@@ -1,9 +1,12 @@
 """What a trial reports, and how a result is judged against the objectives and thresholds.
 
 A trial result is a plain dict of metric name -> value (what the trainable passes to
-``tune.report``). Objectives come from ``tune.objectives``: ``{metric, mode, threshold}``.
+``tune.report``). Objectives come from ``tune.objectives``: ``{metric, mode, threshold}``
+(hardware metrics also name a target), each read from the result under its ``name``.
 Everything here works in *maximisation form*: a ``min`` objective is negated, so "larger
 is better" holds for every coordinate, and the same Pareto code serves all objectives.
+Constraint-only objectives (``fits``) are not coordinates: they only make a result
+infeasible (``requirements``).
 
 The metrics themselves (names, ranges, which are settled after one epoch) are listed once,
 in ``sparsecli.tune_metrics``.
@@ -11,24 +14,57 @@ in ``sparsecli.tune_metrics``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sparsecli.params import TuneObjective
-from sparsecli.tune_metrics import METRICS
+from sparsecli.tune_metrics import ALL, CONSTRAINTS
 
 
 @dataclass(frozen=True)
 class Objectives:
     """The objectives of one tuning run (picklable: Ray ships it to the searcher and scheduler)."""
 
-    metrics: tuple[str, ...]
+    metrics: tuple[str, ...]  # the coordinates' names (result keys, CSV columns)
     modes: tuple[str, ...]
     thresholds: tuple[float | None, ...]
+    settled: tuple[bool, ...] = ()  # per coordinate: final at any epoch (default: as tune_metrics says)
+    requirements: tuple[str, ...] = ()  # constraint-only results (fits): feasible when 1
+    requirements_settled: tuple[bool, ...] = ()
+    worst: tuple[float, ...] = ()  # per coordinate: the reference of a max objective without threshold
+    nadir: tuple[bool, ...] = ()  # per coordinate: a min hardware objective without threshold, referenced at the worst point
+    kinds: tuple[str, ...] = ()  # per coordinate: its metric (tune_metrics), where the name differs
 
     @classmethod
-    def from_params(cls, objectives: list[TuneObjective]) -> Objectives:
-        return cls(tuple(o.metric for o in objectives), tuple(o.mode for o in objectives),
-                   tuple(o.threshold for o in objectives))
+    def from_params(cls, objectives: list[TuneObjective], activations_fixed: bool = False) -> Objectives:
+        """``activations_fixed``: the activation density is fixed by kWTA (hardware metrics are settled)."""
+        def settled(o: TuneObjective) -> bool:
+            flag = ALL[o.metric].settled
+            # dense and sparse-dense costs depend on shapes and weight densities only
+            return flag is True or (flag == "activations" and (activations_fixed or o.execution != "sparse-sparse"))
+
+        coords = [o for o in objectives if o.metric not in CONSTRAINTS]
+        required = [o for o in objectives if o.metric in CONSTRAINTS]
+        return cls(tuple(o.name for o in coords), tuple(o.mode for o in coords), tuple(o.threshold for o in coords),
+                   tuple(settled(o) for o in coords), tuple(o.name for o in required),
+                   tuple(settled(o) for o in required), tuple(ALL[o.metric].worst for o in coords),
+                   tuple(o.hardware and o.mode == "min" and o.threshold is None for o in coords),
+                   tuple(o.metric for o in coords))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every result key the objectives read: the coordinates, then the requirements."""
+        return self.metrics + self.requirements
+
+    def kind(self, index: int) -> str:
+        return self.kinds[index] if self.kinds else self.metrics[index]
+
+    def is_settled(self, index: int) -> bool:
+        """Whether coordinate ``index`` is final at any epoch."""
+        if self.settled:
+            return self.settled[index]
+        return ALL[self.metrics[index]].settled is True
 
     def signs(self) -> tuple[float, ...]:
         return tuple(1.0 if mode == "max" else -1.0 for mode in self.modes)
@@ -47,11 +83,14 @@ class Objectives:
         full one's, while weight sparsity below it stays below it.
         """
         out = {}
-        for metric, mode, threshold in zip(self.metrics, self.modes, self.thresholds):
-            if threshold is None or not (final or METRICS[metric].settled):
+        for i, (metric, mode, threshold) in enumerate(zip(self.metrics, self.modes, self.thresholds)):
+            if threshold is None or not (final or self.is_settled(i)):
                 continue
             gap = threshold - float(result[metric]) if mode == "max" else float(result[metric]) - threshold
-            out[metric] = gap / max(abs(threshold), 1e-12)
+            out[metric] = min(gap / max(abs(threshold), 1e-12), 1e12)  # a design that does not fit has inf latency
+        for name, settled in zip(self.requirements, self.requirements_settled):
+            if final or settled:
+                out[name] = 0.0 if float(result[name]) >= 1 else 1.0
         return out
 
     def violation(self, result: dict, final: bool = True) -> float:
@@ -61,24 +100,32 @@ class Objectives:
     def feasible(self, result: dict, final: bool = True) -> bool:
         return all(v <= 0 for v in self.constraints(result, final).values())
 
-    def reference(self) -> tuple[float, ...]:
+    def reference(self, points: Sequence[Sequence[float]] = ()) -> tuple[float, ...]:
         """The hypervolume reference point, in maximisation form: each threshold, else the metric's worst value.
 
         With thresholds as the reference, the hypervolume measures how far the front goes
         beyond what was asked. A ``min`` objective without threshold has no natural worst
-        value: ``missing_reference`` finds it before the search starts.
+        value: on a hardware metric (a latency, an energy) the reference is the worst of
+        ``points`` (the nadir of the points judged, maximisation form; finite ones), so the
+        hypervolume is relative to the run; on a model metric ``missing_reference`` rejects
+        it before the search starts.
         """
         ref = []
-        for metric, mode, threshold in zip(self.metrics, self.modes, self.thresholds):
+        for i, (metric, mode, threshold) in enumerate(zip(self.metrics, self.modes, self.thresholds)):
             if threshold is None and mode == "min":
-                raise ValueError(f"{metric}: a min objective needs a threshold")
-            value = threshold if threshold is not None else METRICS[metric].worst
+                finite = [p[i] for p in points if math.isfinite(p[i])]
+                if not (self.nadir and self.nadir[i]) or not finite:
+                    raise ValueError(f"{metric}: a min objective needs a threshold (or, on a hardware metric, points)")
+                ref.append(min(finite))
+                continue
+            worst = self.worst[i] if self.worst else ALL[metric].worst
+            value = threshold if threshold is not None else worst
             ref.append(value if mode == "max" else -value)
         return tuple(ref)
 
     def missing_reference(self) -> int | None:
         """The index of a ``min`` objective without threshold (no hypervolume reference), if any."""
         for i, (mode, threshold) in enumerate(zip(self.modes, self.thresholds)):
-            if mode == "min" and threshold is None:
+            if mode == "min" and threshold is None and not (self.nadir and self.nadir[i]):
                 return i
         return None

@@ -93,7 +93,7 @@ class ParetoASHA(FIFOScheduler):
         if epoch not in self.recorded or trial_id in self.recorded[epoch] or DIVERGED_KEY in result:
             return True
         entries = self.recorded[epoch]
-        entries[trial_id] = {m: result[m] for m in self.objectives.metrics}
+        entries[trial_id] = {m: result[m] for m in self.objectives.names}
         return promote(entries, trial_id, self.objectives, self.reduction_factor, self.strict)
 
     def debug_string(self) -> str:

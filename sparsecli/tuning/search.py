@@ -30,7 +30,8 @@ from typing import Any
 
 from sparsecli.params import Params
 from sparsecli.progress import Progress
-from sparsecli.tune_metrics import METRICS, NAMES
+from sparsecli.tune_metrics import NAMES
+from sparsecli.tuning.hardware import HardwareObjective, activations_fixed
 from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.pareto import hypervolume, nondomination_ranks
 
@@ -82,7 +83,8 @@ class Plan:
         tune = params.tune
         full = tune.max_epochs or params.train.epochs
         budget = tune.budget.full_trainings * full if tune.budget.full_trainings is not None else None
-        return cls(Objectives.from_params(tune.objectives), tuple(d.key for d in tune.space), tune.min_epochs,
+        return cls(Objectives.from_params(tune.objectives, activations_fixed(params)), tuple(d.key for d in tune.space),
+                   tune.min_epochs,
                    full, tune.reduction_factor, tune.budget.trials, budget, tune.budget.search_fraction, tune.searcher,
                    tune.startup_trials, tune.second_phase, params.seed)
 
@@ -116,8 +118,9 @@ class Interrupted(KeyboardInterrupt):
 
 
 def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers: int, restore: bool,
-               progress: Progress) -> list[TrialRecord]:
-    """Both phases; returns every trial. Raises ``Interrupted`` if Ray was stopped early."""
+               progress: Progress, hardware: tuple[HardwareObjective, ...] = ()) -> list[TrialRecord]:
+    """Both phases; returns every trial. Raises ``Interrupted`` if Ray was stopped early.
+    ``hardware``: the hardware objectives, resolved (``tuning.hardware.resolve``)."""
     from ray import tune
 
     from sparsecli.tuning.scheduler import ParetoASHA, rungs
@@ -127,7 +130,7 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
 
     plan = Plan.from_params(params)
     trainable = tune.with_parameters(run_trial, base=params.model_dump(), keys=list(plan.keys), splits=splits,
-                                     meta=meta, full_epochs=plan.full_epochs)
+                                     meta=meta, full_epochs=plan.full_epochs, hardware=tuple(hardware))
 
     def fresh_search():
         fidelities = [*rungs(plan.min_epochs, plan.full_epochs, plan.reduction_factor), plan.full_epochs]
@@ -180,6 +183,8 @@ def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[Tria
     for epoch, rows in at_epoch.items():
         names = [name for name, row in rows.items() if objectives.feasible(row, final=False)]
         points = [objectives.vector(rows[n]) for n in names]
+        if not points:
+            continue
         reference = rung_reference(objectives, points)
         ranks = nondomination_ranks(points)
         for rank in set(ranks):
@@ -205,10 +210,9 @@ def rung_reference(objectives: Objectives, points: list[tuple[float, ...]]) -> t
     """A hypervolume reference for results short of full fidelity: the thresholds of settled
     metrics (exact at any epoch), and for the others the worst value among ``points`` (a short
     training's accuracy is mostly below the full-length threshold)."""
-    reference = objectives.reference()
-    worst = [min((p[k] for p in points), default=reference[k]) for k in range(len(reference))]
-    return tuple(ref if METRICS[m].settled else min(ref, lo)
-                 for m, ref, lo in zip(objectives.metrics, reference, worst))
+    reference = objectives.reference(points)
+    worst = [min((p[k] for p in points if math.isfinite(p[k])), default=reference[k]) for k in range(len(reference))]
+    return tuple(ref if objectives.is_settled(k) else min(ref, lo) for k, (ref, lo) in enumerate(zip(reference, worst)))
 
 
 def greedy_hypervolume_order(points: list[tuple[float, ...]], reference: tuple[float, ...]) -> list[int]:
@@ -246,7 +250,8 @@ def _run_phase(name, storage, trainable, restore, tune_config, space, plan, tota
         config.trial_name_creator = config.trial_dirname_creator = TrialNamer(name, 1 if name == "search" else 0)
         run_config = tune.RunConfig(
             name=name, storage_path=str(storage), verbose=0,
-            callbacks=[JsonLoggerCallback(), TrialMonitor(str(path), task, total, plan.full_epochs)],
+            callbacks=[JsonLoggerCallback(), TrialMonitor(str(path), task, total, plan.full_epochs,
+                                                           tuple(n for n in plan.objectives.names if n not in NAMES))],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         )
@@ -263,9 +268,10 @@ def _record(result, phase: str, plan: Plan) -> TrialRecord:
     history = []
     if frame is not None and "accuracy" in frame:
         rows = frame.to_dict("records")
-        history = [{k: row[k] for k in HISTORY_KEYS} for row in rows if not _missing(row.get("accuracy"))]
+        keys = (*HISTORY_KEYS, *(k for k in plan.objectives.names if k in frame))
+        history = [{k: row[k] for k in keys} for row in rows if not _missing(row.get("accuracy"))]
     metrics = result.metrics or {}
-    last = {k: metrics[k] for k in (*HISTORY_KEYS, DIVERGED_KEY) if k in metrics}
+    last = {k: metrics[k] for k in (*HISTORY_KEYS, *plan.objectives.names, DIVERGED_KEY) if k in metrics}
     config = result.config or {}
     config = config.get("candidate", config)
     error = error_text(result.error) if result.error else None

@@ -2,6 +2,9 @@
 
 - ``max_accuracy``: the most accurate front point (ties: the sparser in weights).
 - ``max_sparsity``: the front point with the highest weight sparsity (ties: the more accurate).
+- ``min_latency``: the front point with the lowest value of the first latency objective
+  (``latency_us`` or ``cpu_latency_us``; ties: the more accurate): "the fastest network that
+  meets every threshold".
 - ``knee``: the balanced compromise. Each objective is normalised from the hypervolume
   reference point (its threshold, or the metric's worst value; 0) to the front's best value
   (1), so a coordinate measures the share of what was gained *above the threshold* that a
@@ -20,9 +23,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from sparsecli.tune_metrics import LATENCIES
 from sparsecli.tuning.objectives import Objectives
 
-RULES = ("max_accuracy", "max_sparsity", "knee")
+RULES = ("max_accuracy", "max_sparsity", "min_latency", "knee")
 
 
 def select(results: Sequence[dict], objectives: Objectives, rule: str) -> int:
@@ -33,8 +37,12 @@ def select(results: Sequence[dict], objectives: Objectives, rule: str) -> int:
         return max(range(len(results)), key=lambda i: (results[i]["accuracy"], results[i]["weight_sparsity"], -i))
     if rule == "max_sparsity":
         return max(range(len(results)), key=lambda i: (results[i]["weight_sparsity"], results[i]["accuracy"], -i))
+    if rule == "min_latency":
+        name = next(m for i, m in enumerate(objectives.metrics) if objectives.kind(i) in LATENCIES)
+        return min(range(len(results)), key=lambda i: (results[i][name], -results[i]["accuracy"], i))
     if rule == "knee":
-        return knee([objectives.vector(r) for r in results], objectives.reference())
+        points = [objectives.vector(r) for r in results]
+        return knee(points, objectives.reference(points))
     raise ValueError(f"unknown selection rule {rule!r}; one of {', '.join(RULES)}")
 
 

@@ -3,7 +3,8 @@
 Fidelity is epochs: every trial trains toward ``full_epochs`` (so the learning-rate
 schedule spans the full training) and the scheduler stops the unpromising ones early.
 After each epoch the trial reports its val accuracy, sparsities and MAC reduction plus its
-cost, with a checkpoint (model + fit state), so an interrupted run resumes a trial where it
+cost and any hardware objectives' values (``sparsecli.tuning.hardware``, under their names),
+with a checkpoint (model + fit state), so an interrupted run resumes a trial where it
 stopped and the second phase finishes a cheap trial instead of starting it over: resuming
 ``fit`` from an epoch checkpoint gives the same result as never stopping. A trial whose loss
 diverges ends with a result carrying ``diverged`` (its message) instead of objective values.
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sparsecli.evaluation import Split
 from sparsecli.sparse.stats import activity, weight_sparsity
 from sparsecli.tune_metrics import NAMES
+from sparsecli.tuning.hardware import HardwareObjective, measure
 from sparsecli.tuning.space import trial_params
 
 CHECKPOINT_FILE = "trial.pt"
@@ -25,8 +28,9 @@ DIVERGED_KEY = "diverged"  # in a trial's last result: why its loss stopped bein
 CONTINUE_KEY = "continue_from"  # second phase: the checkpoint folder of the cheap trial to finish
 
 
-def trial_metrics(model, val: Split, record: dict) -> dict:
-    """What a trial reports after an epoch: every metric of ``metrics.NAMES`` (on the val split), then the curves."""
+def trial_metrics(model, val: Split, record: dict, hardware: Sequence[HardwareObjective] = ()) -> dict:
+    """What a trial reports after an epoch: every metric of ``metrics.NAMES`` (on the val split), the
+    hardware objectives' values by name (activation densities on the val split), then the curves."""
     overall, _ = weight_sparsity(model)
     act = activity(model, val.x)
     measured = {
@@ -38,6 +42,7 @@ def trial_metrics(model, val: Split, record: dict) -> dict:
     return {
         "epoch": record["epoch"],
         **{name: measured[name] for name in NAMES},
+        **measure(model, val.x, list(hardware)),
         "train_loss": record["train_loss"],
         "train_accuracy": record["train_accuracy"],
         "val_loss": record["val_loss"],
@@ -45,7 +50,8 @@ def trial_metrics(model, val: Split, record: dict) -> dict:
     }
 
 
-def run_trial(config: dict, *, base: dict, keys: list[str], splits: dict, meta: dict, full_epochs: int) -> None:
+def run_trial(config: dict, *, base: dict, keys: list[str], splits: dict, meta: dict, full_epochs: int,
+              hardware: Sequence[HardwareObjective] = ()) -> None:
     """Train one configuration, reporting after every epoch (Ray calls this in a worker)."""
     import torch
     from ray import tune
@@ -79,7 +85,7 @@ def run_trial(config: dict, *, base: dict, keys: list[str], splits: dict, meta: 
 
     def on_epoch(record: dict, fit_state: FitState) -> None:
         last_epoch[0] = record["epoch"]
-        metrics = trial_metrics(model, splits["val"], record) | cost(record["epoch"])
+        metrics = trial_metrics(model, splits["val"], record, hardware) | cost(record["epoch"])
         # staged in the trial's own folder (under the Ray temp dir, inside the project), not /tmp
         with tempfile.TemporaryDirectory(prefix=".checkpoint-", dir=tune.get_context().get_trial_dir()) as folder:
             torch.save({
