@@ -63,6 +63,18 @@ def test_bad_hardware_objectives_are_one_line_errors_before_ray(project, monkeyp
     assert snapshot(project) == before and not (project / "tune").exists()
 
 
+def test_a_structure_search_stays_within_the_targets_structures(project, monkeypatch):
+    hardware_project(project)
+    monkeypatch.chdir(project)
+    space = "[{key: model.layers.0.weights.structure, dist: choice, values: [unstructured, '2:4']}]"
+    result = runner.invoke(app, ["tune", "--set", "tune.objectives.1={metric: latency_us, target: cpu-avx2}",
+                                 "--set", f"tune.space={space}", "--set", "model.layers.0.weights.sparsity=0.5"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: tune.space.0.values = ['unstructured', '2:4']: cpu-avx2 executes the "
+                                    "structures unstructured, 16x1"), result.output
+    assert not (project / "tune").exists()
+
+
 def test_the_cpu_engine_needs_kwta_in_every_hidden_layer(project, monkeypatch):
     """An execution the target cannot do: the sparse CPU engine has no kernel after a ReLU layer."""
     hardware_project(project)

@@ -59,6 +59,7 @@ def resolve(params: Params, hardware_dir: Path, progress: Progress | None = None
     """The hardware objectives of ``params.tune.objectives``; ParamsError naming the key if one is bad."""
     from sparsecli.targets import calibrate, load_target
     from sparsecli.targets.schema import CpuTarget
+    from sparsecli.targets.structures import check_space
 
     progress = progress or Progress()
     hp = params.hardware_map
@@ -75,6 +76,7 @@ def resolve(params: Params, hardware_dir: Path, progress: Progress | None = None
                 available = sorted(p.stem for p in Path(hardware_dir).glob("*.yaml"))
                 raise ParamsError(f"{where}.target = {name!r}: no {path}; available: {', '.join(available) or 'none'}")
             loaded[name] = load_target(path)
+            check_space(params.tune.space, loaded[name], "tune.space")
         target = loaded[name]
         precision = _precision(objective, target, hp.precision, where)
         if objective.metric in MEASURED:
