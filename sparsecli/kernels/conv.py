@@ -10,13 +10,16 @@ is ``(y * W + x) * C + c``, so the 16 output channels of a 16x1 weight block are
   input map, so no bounds checks run in the loop.
 * **sparse input** (a conv fed a kWTA layer's winners): each active input unit adds
   ``value * W[:, c, dy, dx]`` into every output position it reaches: work proportional to
-  the active units, not to the map. For stride 1 and 16-64 output channels it runs
-  output-stationary (``conv_gather*``, generated): the active inputs are bucketed by pixel,
-  and each output position sums the active inputs of its receptive field in registers —
-  the same multiply-adds, without a store per (input, tap); otherwise it scatters. The weight is stored as one ``C_out``-vector per
-  (tap, input channel) with zero vectors skipped: at the densities sparse CNNs use (20-50%)
-  nearly every 16-channel block holds a non-zero, and a branch per block costs more than
-  multiplying the zeros.
+  the active units, not to the map. With 16x1-block weights (16 output channels kept or
+  dropped together; stride 1) only the kept blocks are added (``_conv_blocks_row``): per input
+  channel, one list of every tap's kept blocks, added into an output map padded so every tap
+  lands inside it, so weight sparsity counts too. Otherwise, for stride 1 and 16-64 output
+  channels it runs output-stationary (``conv_gather*``, generated): the active inputs are
+  bucketed by pixel, and each output position sums the active inputs of its receptive field
+  in registers, the weight stored as one ``C_out``-vector per (tap, input channel): with
+  unstructured masks at the densities sparse CNNs use (20-50%) nearly every 16-channel block
+  holds a non-zero, and a branch per block costs more than multiplying the zeros. Any other
+  stride scatters.
 * ``max_pool`` (kernel = stride = ``p``, floor like torch), ``relu``, and kWTA over the
   whole map (global) or across channels at each position (local, k per position).
 
@@ -686,8 +689,8 @@ def prepare(spec: ConvSpec, shape: tuple[int, int, int], sparse_input: bool = Fa
             structure: str = "auto", parallel: bool | None = None, precision: str = "fp32") -> ConvLayer:
     """Pack a conv block for an input map of ``shape`` ``(C, H, W)``: dense or sparse input.
 
-    ``precision="bf16"`` applies to the dense-input kernel's blocks (the sparse-input kernel's
-    per-tap channel vectors stay float32)."""
+    ``precision="bf16"`` applies to the dense-input kernel's blocks and the sparse-input kept
+    blocks (the gather kernel's per-tap channel vectors stay float32)."""
     return ConvLayer(spec, shape, sparse_input, chw_input, structure, parallel, precision)
 
 

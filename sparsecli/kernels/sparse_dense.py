@@ -846,22 +846,22 @@ class DenseInputLayer:
             plan = ("csr", 0, par, kpar, xt, np.empty((batch, p.n_out), np.float32), out_t)
         else:
             plan = ("dense", 0, False, kpar, None, None, None)
+        winners = (np.empty((batch, self.k), self._idx_dtype), np.empty((batch, self.k), np.float32)) if self.k else None
+        plan = (*plan, winners, kwinners.row_chunks(batch))
         self._plans[batch] = plan
         return plan
 
     def __call__(self, x, reuse: bool = False):
         x = check_input(x, self.n_in)
         batch = x.shape[0]
-        kind, tile, par, kpar, xt, out, out_t = self._plan(batch)
+        kind, tile, par, kpar, xt, out, out_t, winners, chunks = self._plan(batch)
         k = self.k or 0
         if not reuse and not k and kind != "dense":
             out = np.empty_like(out)  # the result itself: fresh (with kWTA it is only scratch)
-        if k:
-            idx = np.empty((batch, k), self._idx_dtype)
-            val = np.empty((batch, k), np.float32)
+        if k:  # the winners: the plan's buffers with reuse (~0.5 us of allocations saved per call)
+            idx, val = winners if reuse else (np.empty_like(winners[0]), np.empty_like(winners[1]))
         else:
             idx, val = _EMPTY_IDX[self._idx_dtype], _EMPTY_2D
-        chunks = kwinners.row_chunks(batch)
         p = self.packed
         if kind == "blocks":
             _blocks_forward(x, xt, p.row_ptr, p.col, p.values, self._bias_padded, out, tile, par, p.n_out, k, idx,
