@@ -1,6 +1,6 @@
 """Sparse-sparse CPU inference against dense torch: the reference MLP and the reference CNN.
 
-    python benchmarks/bench_kernels.py --json out.json    # full run (about 4 minutes)
+    python benchmarks/bench_kernels.py --json out.json    # full run (about 2 minutes on 2 cores)
     python benchmarks/bench_kernels.py --quick            # fewer repetitions (about a minute)
 
 Networks (random weights, masks from ``np.random.default_rng(0)``):
