@@ -1,6 +1,6 @@
 """Sparse-sparse CPU inference against dense torch: the reference MLP and the reference CNN.
 
-    python benchmarks/bench_kernels.py --json out.json    # full run (about 4 minutes)
+    python benchmarks/bench_kernels.py --json out.json    # full run (about 2 minutes on 2 cores)
     python benchmarks/bench_kernels.py --quick            # fewer repetitions (about a minute)
 
 Networks (random weights, masks from ``np.random.default_rng(0)``):
@@ -16,7 +16,9 @@ One JSON row per (network, structure, weight sparsity, active fraction, batch, t
 precision, path): ``speedup`` = dense torch median / sparse-sparse median, end to end with
 kWTA, same process, same threads; ``ideal`` = dense multiply-adds / the multiply-adds
 sparse-sparse must do (the first layer's dense input included); ``fraction_of_ideal``;
-``argmax_agreement`` of sparse-sparse against dense fp32 torch on 256 random inputs;
+``argmax_agreement`` of sparse-sparse against dense fp32 torch on 256 random inputs, and for
+reduced precision ``argmax_agreement_torch_rounded``: dense torch on the same rounded weights
+against fp32 torch (what the rounding costs whatever kernel runs it; column ``torch-r``);
 ``precision``: fp32, or bf16 weights in the sparse kernels (one thread; sums stay fp32); ``path``:
 ``avx512`` (numba compiled for this CPU) or ``avx2`` (the same kernels compiled for Haswell,
 in a subprocess). Method: warm-up, then interleaved samples (rotating order), each the mean
@@ -81,6 +83,8 @@ def measure(path: str, quick: bool, threads_list, batches, precisions=("fp32", "
                     "speedup": r["speedup"]["sparse-sparse"], "ideal": r["ideal"]["sparse-sparse"],
                     "fraction_of_ideal": r["fraction_of_ideal"]["sparse-sparse"],
                     "argmax_agreement": r["argmax_agreement"],
+                    # dense torch on the same rounded weights against fp32 torch (None for fp32 rows)
+                    "argmax_agreement_torch_rounded": r.get("argmax_agreement_torch_rounded"),
                     "speedup_sparse_dense": r["speedup"]["sparse-dense"],
                     "ideal_sparse_dense": r["ideal"]["sparse-dense"],
                     "times_s": {k: (v.as_dict() if v else None) for k, v in t.items()},
@@ -90,7 +94,7 @@ def measure(path: str, quick: bool, threads_list, batches, precisions=("fp32", "
 
 def print_table(rows: list[dict]) -> None:
     head = (f"{'network':<30} {'path':<6} {'prec':<4} {'b':>3} {'t':>2} {'dense µs':>9} {'s-d µs':>8} {'s-s µs':>8} "
-            f"{'speedup':>8} {'ideal':>6} {'of ideal':>8} {'argmax':>7}")
+            f"{'speedup':>8} {'ideal':>6} {'of ideal':>8} {'argmax':>7} {'torch-r':>7}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -101,9 +105,11 @@ def print_table(rows: list[dict]) -> None:
 
         speed = f"{r['speedup']:.1f}x" if r["speedup"] else "—"
         frac = f"{r['fraction_of_ideal']:.2f}" if r["fraction_of_ideal"] else "—"
+        torch_r = r.get("argmax_agreement_torch_rounded")
+        rounded = "—" if torch_r is None else f"{torch_r:.3f}"
         print(f"{r['label']:<30} {r['path']:<6} {r['precision']:<4} {r['batch']:>3} {r['threads']:>2} {us('dense'):>9} "
               f"{us('sparse-dense'):>8} {us('sparse-sparse'):>8} {speed:>8} {r['ideal']:>6.1f} {frac:>8} "
-              f"{r['argmax_agreement']:>7.3f}")
+              f"{r['argmax_agreement']:>7.3f} {rounded:>7}")
 
 
 def goal_lines(rows: list[dict]) -> list[str]:

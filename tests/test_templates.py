@@ -78,6 +78,12 @@ def test_template_runs_end_to_end(name, tmp_path_factory):
     train = json.loads((project / "metrics" / "train.json").read_text())
     assert 0 < train["weight_sparsity"] < 1 and train["test_accuracy"] > 0
     assert "data:image/png;base64," in (project / "reports" / "index.html").read_text()
+    if name == "mnist":  # the CNN pipeline model is benchmarked, checked, and sparse-sparse beats dense
+        entry = json.loads((project / "metrics" / "benchmark.json").read_text())["networks"]["pipeline model"]
+        assert entry["network"] == "cnn" and "skipped" not in entry
+        ends = [r for r in entry["rows"] if r["stage"].startswith("end-to-end")]
+        assert ends and all(r["speedup"]["sparse-sparse"] for r in ends), ends  # every check passed (ties too)
+        assert all(r["speedup"]["sparse-sparse"] > 1 for r in ends if r["batch"] == 1), ends
     status = subprocess.run(["dvc", "status"], cwd=project, capture_output=True, text=True, env=ENV)
     assert "up to date" in status.stdout, status.stdout
 

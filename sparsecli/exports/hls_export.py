@@ -218,3 +218,46 @@ def compare(outputs: np.ndarray, relu: np.ndarray, model: nn.Module, split: Spli
         "csim_max_abs_diff_from_relu_float": float(np.abs(outputs - relu).max()),
     }
 
+
+# ---------------------------------------------------------------- the hardware-map stage's projects
+
+
+def fpga_projects(model, test, features: int, fpga: dict, results: dict, hls, folder: Path, final: Path,
+                  progress) -> dict:
+    """One HLS project per FPGA target (``fpga``: name -> target) under ``folder/hls/<name>``, each
+    with the reuse factors the cost model chose for it (``results[name]``, sparse-dense, batch 1),
+    and the C simulation of the first when ``hls.csim``; ``hls``: the ``hardware_map.hls`` params,
+    ``final``: where ``folder`` will be once renamed into place (recorded in the projects)."""
+    version = hls4ml_version()
+    info: dict = {"enabled": hls.enabled, "hls4ml": version, "projects": {}, "csim": None}
+    if not hls.enabled or not fpga:
+        info["note"] = "HLS export off (hardware_map.hls.enabled: false)" if fpga else "no FPGA target mapped"
+        return info
+    if version is None:
+        info["note"] = "hls4ml is not installed: no HLS project (pip install 'sparsecli[fpga]')"
+        progress.message(f"hardware-map: {info['note']}; continuing with the model only")
+        return info
+    network = export_network(model)
+    shape = input_shape(model, features)
+    reference = float_outputs(network, shape, test.x)
+    for i, name in enumerate(fpga):
+        target = fpga[name]
+        design = results[name]["modes"]["sparse-dense"]["1"]["layers"]
+        csim = i == 0 and hls.csim
+        if csim:
+            progress.message(f"hardware-map: compiling the HLS C simulation of {name} with g++")
+        built = write_project(
+            network, shape, folder / "hls" / name, target.part, target.clock_mhz,
+            [layer["reuse_factor"] for layer in design], hls.precision,
+            testbench=(test.x.numpy(), reference), csim_input=test.x.numpy() if csim else None,
+            recorded_as=str(final / "hls" / name),
+        )
+        if csim:
+            outputs = built.pop("outputs")
+            info["csim"] = {"project": name, **compare(outputs, reference, model, test)}
+            progress.message(
+                f"hardware-map: HLS C simulation (kWTA -> ReLU, {hls.precision}): test accuracy "
+                f"{info['csim']['test_accuracy_csim']:.4f} vs torch {info['csim']['test_accuracy_torch']:.4f}"
+            )
+        info["projects"][name] = built
+    return info

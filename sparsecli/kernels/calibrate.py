@@ -11,8 +11,10 @@ interleaved with the others, median of the samples, at every batch size asked fo
     call_s, s_per_mac[kernel]    each kernel at two sizes, the line through them: sparse-dense
                                  blocks16 / CSR on 256x256 and 1024x1024 at 10% density (dense
                                  input), sparse-sparse blocks16 / CSC / dense columns with 10% of
-                                 inputs active; conv: dense input and sparse input (10% active),
-                                 16 -> 16 channels 3x3 on 8x8 and 16x16; torch's conv2d on the same
+                                 inputs active; conv: dense input 16 -> 16 channels 3x3 on 8x8 and
+                                 16x16, sparse input (10% active) 16 -> 64 channels (unstructured
+                                 30%: the gather; 16x1 blocks 30%: the kept-block scatter);
+                                 torch's conv2d on the first
     kwta_s_per_unit, scatter_s_per_unit, pool_s_per_unit   k_winners on 256 and 2048 units
                                  (k = 10%), scattering them back, max-pool 2 of 14x14x64 and 28x28x64
 
@@ -56,7 +58,10 @@ def describe_network(net) -> list[dict]:
             out = spec.out_shape(shape)
             kwta_units = int(np.prod(out)) if spec.pool_first else conv_units
             work_sd = l_sd.packed.nnz_stored * ho * wo
-            if l_ss.sparse_input:
+            if l_ss.sparse_input and l_ss._blocks is not None:
+                active = shape[0] * shape[1] * shape[2] * _active_fraction(rows)
+                work_ss, kernel_ss = active * conv_blocks_work(l_ss), "conv-sparse-blocks"
+            elif l_ss.sparse_input:
                 active = shape[0] * shape[1] * shape[2] * _active_fraction(rows)
                 work_ss, kernel_ss = active * taps * spec.c_out, "conv-sparse"
             else:
@@ -80,6 +85,13 @@ def describe_network(net) -> list[dict]:
                      "kernel_sd": k_sd, "work_sd": w_sd, "kernel_ss": k_ss, "work_ss": w_ss,
                      "last": i == n_lin - 1})
     return rows
+
+
+def conv_blocks_work(layer) -> float:
+    """Multiply-adds one active input costs the kept-block sparse-input conv: its channel's kept
+    blocks over every tap (margin taps included), 16 each."""
+    ch_ptr = layer._blocks[0]
+    return 16.0 * float(ch_ptr[-1]) / (len(ch_ptr) - 1)
 
 
 def _active_fraction(rows: list[dict]) -> float:
@@ -129,7 +141,15 @@ def calibrate(batches, repeats: int = 15) -> dict:
                                                            structure="dense", active=active)
     cw = (rng.standard_normal((16, 16, 3, 3)) * (rng.random((16, 16, 3, 3)) < 0.5)).astype(np.float32)
     cspec = conv_mod.ConvSpec(cw, padding=1)
-    convs = {m: (conv_mod.prepare(cspec, (16, m, m)), conv_mod.prepare(cspec, (16, m, m), sparse_input=True))
+    # Sparse-input convs at 64 output channels, the width sparse CNNs use (the gather kernel's cost
+    # per multiply-add falls with the channels it holds in registers): unstructured weights (the
+    # dense-vector gather) and 16x1 blocks (the kept-block scatter).
+    cw64 = (rng.standard_normal((64, 16, 3, 3)) * (rng.random((64, 16, 3, 3)) < 0.3)).astype(np.float32)
+    keep = np.repeat(rng.random((4, 16, 3, 3)) < 0.3, 16, axis=0)
+    cw64b = (rng.standard_normal((64, 16, 3, 3)) * keep).astype(np.float32)
+    convs = {m: (conv_mod.prepare(cspec, (16, m, m)),
+                 conv_mod.prepare(conv_mod.ConvSpec(cw64, padding=1), (16, m, m), sparse_input=True),
+                 conv_mod.prepare(conv_mod.ConvSpec(cw64b, padding=1), (16, m, m), sparse_input=True))
              for m in (8, 16)}
     torch_cw = torch.from_numpy(cw)
     out = {}
@@ -172,9 +192,10 @@ def calibrate(batches, repeats: int = 15) -> dict:
             fns[f"scatter{n}"] = lambda n=n, d=_Densify(n): d(*wins[n])
         for m in (14, 28):
             fns[f"pool{m}"] = lambda m=m: conv_mod._max_pool(pool_in[m], m, m, 64, 2, pool_out[m])
-        for m, (dense_in, sparse_in) in convs.items():
+        for m, (dense_in, sparse_in, blocks_in) in convs.items():
             fns[f"conv-dense{m}"] = lambda m=m, layer=dense_in: layer(maps[m], reuse=True)
             fns[f"conv-sparse{m}"] = lambda m=m, layer=sparse_in: layer(cacts[m], reuse=True)
+            fns[f"conv-sparse-blocks{m}"] = lambda m=m, layer=blocks_in: layer(cacts[m], reuse=True)
             fns[f"conv-torch{m}"] = lambda m=m: F.conv2d(maps_t[m], torch_cw, padding=1)
         for (name, n), layer in sd_layers.items():
             fns[f"{name}{n}"] = lambda layer=layer, n=n: layer(xs[n], reuse=True)
@@ -212,11 +233,13 @@ def calibrate(batches, repeats: int = 15) -> dict:
         for name in ("ss-blocks", "ss-csc", "ss-dense"):
             w = [ss_layers[(name, n)].packed.nnz_stored / n * (n // 10) * batch for n in sizes]
             c["call_s"][name], c["s_per_mac"][name] = _fit(t[f"{name}{sizes[0]}"], t[f"{name}{sizes[1]}"], *w)
-        for kind in ("dense", "sparse", "torch"):
+        for kind in ("dense", "sparse", "sparse-blocks", "torch"):
             if kind == "dense":
                 w = [convs[m][0].packed.nnz_stored * m * m * batch for m in (8, 16)]
             elif kind == "sparse":
-                w = [(16 * m * m // 10) * 9 * 16 * batch for m in (8, 16)]
+                w = [(16 * m * m // 10) * 9 * 64 * batch for m in (8, 16)]
+            elif kind == "sparse-blocks":
+                w = [(16 * m * m // 10) * conv_blocks_work(convs[m][2]) * batch for m in (8, 16)]
             else:
                 w = [m * m * cw[0].size * 16 * batch for m in (8, 16)]
             c["call_s"][f"conv-{kind}"], c["s_per_mac"][f"conv-{kind}"] = _fit(t[f"conv-{kind}8"], t[f"conv-{kind}16"], *w)

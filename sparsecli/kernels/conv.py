@@ -10,13 +10,16 @@ is ``(y * W + x) * C + c``, so the 16 output channels of a 16x1 weight block are
   input map, so no bounds checks run in the loop.
 * **sparse input** (a conv fed a kWTA layer's winners): each active input unit adds
   ``value * W[:, c, dy, dx]`` into every output position it reaches: work proportional to
-  the active units, not to the map. For stride 1 and 16-64 output channels it runs
-  output-stationary (``conv_gather*``, generated): the active inputs are bucketed by pixel,
-  and each output position sums the active inputs of its receptive field in registers —
-  the same multiply-adds, without a store per (input, tap); otherwise it scatters. The weight is stored as one ``C_out``-vector per
-  (tap, input channel) with zero vectors skipped: at the densities sparse CNNs use (20-50%)
-  nearly every 16-channel block holds a non-zero, and a branch per block costs more than
-  multiplying the zeros.
+  the active units, not to the map. With 16x1-block weights (16 output channels kept or
+  dropped together; stride 1) only the kept blocks are added (``_conv_blocks_row``): per input
+  channel, one list of every tap's kept blocks, added into an output map padded so every tap
+  lands inside it, so weight sparsity counts too. Otherwise, for stride 1 and 16-64 output
+  channels it runs output-stationary (``conv_gather*``, generated): the active inputs are
+  bucketed by pixel, and each output position sums the active inputs of its receptive field
+  in registers, the weight stored as one ``C_out``-vector per (tap, input channel): with
+  unstructured masks at the densities sparse CNNs use (20-50%) nearly every 16-channel block
+  holds a non-zero, and a branch per block costs more than multiplying the zeros. Any other
+  stride scatters.
 * ``max_pool`` (kernel = stride = ``p``, floor like torch), ``relu``, and kWTA over the
   whole map (global) or across channels at each position (local, k per position).
 
@@ -34,7 +37,8 @@ from numba import njit, prange
 from sparsecli.kernels import kwinners
 from sparsecli.kernels._unrolled import conv_gather16, conv_gather32, conv_gather48, conv_gather64, conv_rows_tile8
 from sparsecli.kernels.codegen import CONV_TILE
-from sparsecli.kernels.formats import BLOCK, index_dtype, pack_rows
+from sparsecli.kernels.formats import BLOCK, ColumnBlocks, index_dtype, pack_columns, pack_rows
+from sparsecli.kernels.precision import as_f32
 
 _FASTMATH = {"contract"}
 
@@ -180,24 +184,24 @@ def _conv_dense_parallel(x, hwc_in, h, w, c, pad, xp, pos_base, row_ptr, col_off
 
 @njit(cache=True, fastmath=_FASTMATH, inline="always")
 def _axpy16(out, o, w, q, v):
-    """``out[o:o+16] += v * w[q:q+16]``, written as 16 lines so LLVM's SLP vectorizer makes one
+    """``out[o:o+16] += v * w[q:q+16]`` (float32 or bf16 weights), written as 16 lines so LLVM's SLP vectorizer makes one
     vector FMA of them (a loop over a runtime channel count does not vectorize here)."""
-    y0 = out[o + np.uint64(0)] + w[q + np.uint64(0)] * v
-    y1 = out[o + np.uint64(1)] + w[q + np.uint64(1)] * v
-    y2 = out[o + np.uint64(2)] + w[q + np.uint64(2)] * v
-    y3 = out[o + np.uint64(3)] + w[q + np.uint64(3)] * v
-    y4 = out[o + np.uint64(4)] + w[q + np.uint64(4)] * v
-    y5 = out[o + np.uint64(5)] + w[q + np.uint64(5)] * v
-    y6 = out[o + np.uint64(6)] + w[q + np.uint64(6)] * v
-    y7 = out[o + np.uint64(7)] + w[q + np.uint64(7)] * v
-    y8 = out[o + np.uint64(8)] + w[q + np.uint64(8)] * v
-    y9 = out[o + np.uint64(9)] + w[q + np.uint64(9)] * v
-    y10 = out[o + np.uint64(10)] + w[q + np.uint64(10)] * v
-    y11 = out[o + np.uint64(11)] + w[q + np.uint64(11)] * v
-    y12 = out[o + np.uint64(12)] + w[q + np.uint64(12)] * v
-    y13 = out[o + np.uint64(13)] + w[q + np.uint64(13)] * v
-    y14 = out[o + np.uint64(14)] + w[q + np.uint64(14)] * v
-    y15 = out[o + np.uint64(15)] + w[q + np.uint64(15)] * v
+    y0 = out[o + np.uint64(0)] + as_f32(w[q + np.uint64(0)]) * v
+    y1 = out[o + np.uint64(1)] + as_f32(w[q + np.uint64(1)]) * v
+    y2 = out[o + np.uint64(2)] + as_f32(w[q + np.uint64(2)]) * v
+    y3 = out[o + np.uint64(3)] + as_f32(w[q + np.uint64(3)]) * v
+    y4 = out[o + np.uint64(4)] + as_f32(w[q + np.uint64(4)]) * v
+    y5 = out[o + np.uint64(5)] + as_f32(w[q + np.uint64(5)]) * v
+    y6 = out[o + np.uint64(6)] + as_f32(w[q + np.uint64(6)]) * v
+    y7 = out[o + np.uint64(7)] + as_f32(w[q + np.uint64(7)]) * v
+    y8 = out[o + np.uint64(8)] + as_f32(w[q + np.uint64(8)]) * v
+    y9 = out[o + np.uint64(9)] + as_f32(w[q + np.uint64(9)]) * v
+    y10 = out[o + np.uint64(10)] + as_f32(w[q + np.uint64(10)]) * v
+    y11 = out[o + np.uint64(11)] + as_f32(w[q + np.uint64(11)]) * v
+    y12 = out[o + np.uint64(12)] + as_f32(w[q + np.uint64(12)]) * v
+    y13 = out[o + np.uint64(13)] + as_f32(w[q + np.uint64(13)]) * v
+    y14 = out[o + np.uint64(14)] + as_f32(w[q + np.uint64(14)]) * v
+    y15 = out[o + np.uint64(15)] + as_f32(w[q + np.uint64(15)]) * v
     out[o + np.uint64(0)] = y0
     out[o + np.uint64(1)] = y1
     out[o + np.uint64(2)] = y2
@@ -214,6 +218,8 @@ def _axpy16(out, o, w, q, v):
     out[o + np.uint64(13)] = y13
     out[o + np.uint64(14)] = y14
     out[o + np.uint64(15)] = y15
+
+
 
 
 @njit(cache=True, inline="always")
@@ -306,6 +312,67 @@ def _conv_sparse_row(idx, val, wc, col_nz, unit_yxc, kh, kw, pad, stride, ho, wo
                 base = ((ny // stride) * wo + nx // stride) * c_out
                 for ch in range(c_out):
                     out[base + ch] += v * wj[ch]
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _conv_blocks_row(idx, val, ch_ptr, ent_off, ent_val, unit_yxc, wp, kh, kw, pad, ho, wo, c_out, bias, outp, out):
+    """Sparse input, 16x1-block weights, stride 1: each active input of channel ``c`` adds the
+    kept blocks of ``c`` (``ch_ptr[c]:ch_ptr[c+1]``: every tap's kept 16-channel blocks) into a
+    map ``outp`` padded by ``kh-1``/``kw-1`` on each side, so every tap lands inside it: no
+    bounds test and no per-tap loop, one branch-free run of block updates per active input
+    (taps landing in the margin are wasted work; a bounds test per tap costs more in
+    mispredictions). ``ent_off`` = the entry's offset from the input's own base in ``outp``.
+    Then the valid centre is copied out and the bias added. ``c_out`` is a multiple of 16."""
+    outp[:] = 0.0
+    for a in range(idx.shape[0]):
+        v = val[a]
+        if v == 0.0:
+            continue
+        yxc = unit_yxc[idx[a]]
+        base = ((np.int64(yxc[0]) + pad + kh - 1) * wp + np.int64(yxc[1]) + pad + kw - 1) * c_out
+        ci = np.int64(yxc[2])
+        for q in range(np.uint64(ch_ptr[ci]), np.uint64(ch_ptr[ci + 1])):
+            _axpy16(outp, np.uint64(base - ent_off[q]), ent_val[q], np.uint64(0), v)
+    for oy in range(ho):
+        for ox in range(wo):
+            src = ((oy + kh - 1) * wp + ox + kw - 1) * c_out
+            dst = (oy * wo + ox) * c_out
+            for ch in range(c_out):
+                out[dst + ch] = outp[src + ch] + bias[ch]
+
+
+@njit(cache=True)
+def _conv_blocks_serial(idx, val, ch_ptr, ent_off, ent_val, unit_yxc, wp, n_outp, kh, kw, pad, ho, wo, c_out, bias,
+                        out):
+    outp = np.empty(n_outp, np.float32)
+    for b in range(idx.shape[0]):
+        _conv_blocks_row(idx[b], val[b], ch_ptr, ent_off, ent_val, unit_yxc, wp, kh, kw, pad, ho, wo, c_out, bias,
+                         outp, out[b])
+
+
+@njit(cache=True, parallel=True)
+def _conv_blocks_parallel(idx, val, ch_ptr, ent_off, ent_val, unit_yxc, wp, n_outp, kh, kw, pad, ho, wo, c_out, bias,
+                          out):
+    for b in prange(idx.shape[0]):
+        outp = np.empty(n_outp, np.float32)
+        _conv_blocks_row(idx[b], val[b], ch_ptr, ent_off, ent_val, unit_yxc, wp, kh, kw, pad, ho, wo, c_out, bias,
+                         outp, out[b])
+
+
+def _channel_blocks(cols: ColumnBlocks, kh: int, kw: int, c_in: int, c_out: int, wp: int):
+    """``_conv_blocks_row``'s layout from ``pack_columns`` of the ``[C_out, kh*kw*C_in]`` weight:
+    per input channel, every tap's kept blocks with their offsets in the padded output map."""
+    ptr, offs, vals = [0], [], []
+    for ci in range(c_in):
+        for dy in range(kh):
+            for dx in range(kw):
+                j = (dy * kw + dx) * c_in + ci
+                for q in range(int(cols.col_ptr[j]), int(cols.col_ptr[j + 1])):
+                    offs.append((dy * wp + dx) * c_out - int(cols.block_row[q]) * BLOCK)
+                    vals.append(cols.values[q])
+        ptr.append(len(offs))
+    values = np.stack(vals) if vals else np.zeros((0, BLOCK), cols.values.dtype)
+    return np.array(ptr, np.uint32), np.array(offs, np.int64), np.ascontiguousarray(values)
 
 
 @njit(cache=True)
@@ -501,8 +568,18 @@ class ConvLayer:
             self.packed = wc
             y, x, ch = np.meshgrid(np.arange(h), np.arange(w), np.arange(c_in), indexing="ij")
             self._unit_yxc = np.ascontiguousarray(np.stack([y, x, ch], axis=-1).reshape(-1, 3).astype(np.int32))
-            # stride 1 and 16..64 output channels in whole blocks: the register-tiled gather form
-            self._gather = spec.stride == 1 and spec.c_out in (16, 32, 48, 64)
+            # 16x1 blocks over output channels: scatter only the kept blocks (weight sparsity used);
+            # otherwise stride 1 and 16..64 output channels: the register-tiled gather form
+            self._blocks = None
+            if spec.stride == 1 and spec.c_out % BLOCK == 0 and structure in ("auto", "blocks16"):
+                cols = pack_columns(wc.T, structure, precision)
+                if isinstance(cols, ColumnBlocks):
+                    self.packed = cols
+                    ho, wo = self.conv_hw
+                    pad = spec.padding
+                    hp, wp = max(h + pad + kh - 1, ho + kh - 1), max(w + pad + kw - 1, wo + kw - 1)
+                    self._blocks = (*_channel_blocks(cols, kh, kw, c_in, spec.c_out, wp), wp, hp * wp * spec.c_out)
+            self._gather = self._blocks is None and spec.stride == 1 and spec.c_out in (16, 32, 48, 64)
         else:
             self.packed, self._col_off, self._pos_base, self._bias_pad, _, self._n_pos_pad = _dense_input_pack(
                 spec, shape, structure, precision)
@@ -546,7 +623,12 @@ class ConvLayer:
         buf = self._buf(batch)
         conv = buf["conv"] if reuse else np.empty_like(buf["conv"])
         kh, kw = spec.weight.shape[2:]
-        if self.sparse_input and self._gather:
+        if self.sparse_input and self._blocks is not None:
+            kernel = _conv_blocks_parallel if buf["par"] else _conv_blocks_serial
+            ch_ptr, ent_off, ent_val, wp, n_outp = self._blocks
+            kernel(idx, val, ch_ptr, ent_off, ent_val, self._unit_yxc, wp, n_outp, kh, kw, spec.padding, ho, wo,
+                   spec.c_out, spec.bias, conv)
+        elif self.sparse_input and self._gather:
             kernel = _conv_gather_parallel if buf["par"] else _conv_gather_serial
             kernel(idx, val, self._wc, hh, ww, c_in, kh, kw, spec.padding, ho, wo, spec.c_out, spec.bias, conv)
         elif self.sparse_input:
@@ -607,8 +689,8 @@ def prepare(spec: ConvSpec, shape: tuple[int, int, int], sparse_input: bool = Fa
             structure: str = "auto", parallel: bool | None = None, precision: str = "fp32") -> ConvLayer:
     """Pack a conv block for an input map of ``shape`` ``(C, H, W)``: dense or sparse input.
 
-    ``precision="bf16"`` applies to the dense-input kernel's blocks (the sparse-input kernel's
-    per-tap channel vectors stay float32)."""
+    ``precision="bf16"`` applies to the dense-input kernel's blocks and the sparse-input kept
+    blocks (the gather kernel's per-tap channel vectors stay float32)."""
     return ConvLayer(spec, shape, sparse_input, chw_input, structure, parallel, precision)
 
 

@@ -216,12 +216,15 @@ class SparseEngine:
 class DenseEngine:
     """The same network in torch: ``F.linear`` per layer, kWTA by ``topk`` + scatter.
 
-    ``engine(x)`` takes and returns numpy (or torch, if given torch).
+    ``engine(x)`` takes and returns numpy (or torch, if given torch). ``lowest_ties``: kWTA
+    ties go to the lowest indices, as in the kernels (``kwinners.kwta_dense_torch``): the
+    reference outputs are checked against, not the timed baseline.
     """
 
-    def __init__(self, layers: Sequence[LayerSpec]):
+    def __init__(self, layers: Sequence[LayerSpec], lowest_ties: bool = False):
         import torch
 
+        self.lowest_ties = lowest_ties
         self.layers = check_layers(layers)
         self._params = [
             (
@@ -233,8 +236,8 @@ class DenseEngine:
         ]
 
     @classmethod
-    def from_layers(cls, layers: Sequence[LayerSpec]) -> DenseEngine:
-        return cls(layers)
+    def from_layers(cls, layers: Sequence[LayerSpec], lowest_ties: bool = False) -> DenseEngine:
+        return cls(layers, lowest_ties)
 
     def forward(self, x):
         import torch
@@ -246,18 +249,22 @@ class DenseEngine:
             for w, b, k in self._params:
                 h = F.linear(h, w, b)
                 if k is not None:
-                    h = kwinners.kwta_dense_torch(h, k)
+                    h = kwinners.kwta_dense_torch(h, k, self.lowest_ties)
         return h.numpy() if as_numpy else h
 
     __call__ = forward
 
 
-def _conv_kwta_torch(x, k: int, local: bool):
-    """kWTA on NCHW ``x``: global over C*H*W, or across channels at each position."""
-    if not local:
+def _conv_kwta_torch(x, k: int, local: bool, lowest_ties: bool = False):
+    """kWTA on NCHW ``x``: global over C*H*W, or across channels at each position. With
+    ``lowest_ties``, ties go to the lowest index in the kernels' channels-last order."""
+    if not local and not lowest_ties:
         return kwinners.kwta_dense_torch(x.flatten(1), k).view_as(x)
     last = x.permute(0, 2, 3, 1)
-    return kwinners.kwta_dense_torch(last, k).permute(0, 3, 1, 2)
+    if not local:
+        flat = kwinners.kwta_dense_torch(last.flatten(1), k, True)
+        return flat.view(last.shape).permute(0, 3, 1, 2)
+    return kwinners.kwta_dense_torch(last, k, lowest_ties).permute(0, 3, 1, 2)
 
 
 class SparseCNNEngine:
@@ -359,18 +366,20 @@ class SparseCNNEngine:
 
 
 class DenseCNNEngine:
-    """The same CNN in torch (NCHW): ``F.conv2d``, ``F.max_pool2d``, topk-scatter kWTA, ``F.linear``."""
+    """The same CNN in torch (NCHW): ``F.conv2d``, ``F.max_pool2d``, topk-scatter kWTA, ``F.linear``
+    (``lowest_ties`` as for ``DenseEngine``)."""
 
-    def __init__(self, input_shape, convs, linears: Sequence[LayerSpec]):
+    def __init__(self, input_shape, convs, linears: Sequence[LayerSpec], lowest_ties: bool = False):
         import torch
 
         self.input_shape = tuple(input_shape)
+        self.lowest_ties = lowest_ties
         self.convs = [(torch.from_numpy(s.weight), torch.from_numpy(s.bias), s) for s in convs]
-        self.tail = DenseEngine(linears)
+        self.tail = DenseEngine(linears, lowest_ties)
 
     @classmethod
-    def from_specs(cls, input_shape, convs, linears) -> DenseCNNEngine:
-        return cls(input_shape, convs, linears)
+    def from_specs(cls, input_shape, convs, linears, lowest_ties: bool = False) -> DenseCNNEngine:
+        return cls(input_shape, convs, linears, lowest_ties)
 
     def forward(self, x):
         import torch
@@ -385,7 +394,7 @@ class DenseCNNEngine:
                 if s.pool_first and s.pool > 1:
                     h = F.max_pool2d(h, s.pool)
                 if s.k is not None:
-                    h = _conv_kwta_torch(h, s.k, s.local)
+                    h = _conv_kwta_torch(h, s.k, s.local, self.lowest_ties)
                 elif s.relu:
                     h = torch.relu(h)
                 if not s.pool_first and s.pool > 1:

@@ -255,10 +255,24 @@ def k_winners(x: np.ndarray, k: int, n: int | None = None, parallel: bool | None
     return idx, val
 
 
-def kwta_dense_torch(x, k: int):
-    """Reference kWTA in torch: keep the ``k`` largest values per row, zero elsewhere."""
+def kwta_dense_torch(x, k: int, lowest_ties: bool = False):
+    """Reference kWTA in torch: keep the ``k`` largest values per row, zero elsewhere.
+
+    ``topk`` breaks ties at the threshold in no documented order, so where values tie (maps
+    of equal pixels give equal conv outputs) its winners and ``k_winners``' may differ while
+    both are right. ``lowest_ties=True`` applies ``k_winners``' rule (the lowest indices
+    win), the reference the kernels are checked against; the timed baseline stays ``topk``
+    plus a scatter.
+    """
     import torch
 
     check_k(k, x.shape[-1])
     values, indices = torch.topk(x, k, dim=-1)
-    return torch.zeros_like(x).scatter_(-1, indices, values)
+    if not lowest_ties:
+        return torch.zeros_like(x).scatter_(-1, indices, values)
+    threshold = values[..., -1:]
+    above = x > threshold
+    tied = x == threshold
+    quota = k - above.sum(-1, keepdim=True)
+    keep = above | (tied & (tied.cumsum(-1) <= quota))
+    return torch.where(keep, x, torch.zeros_like(x))

@@ -173,7 +173,7 @@ def bench_setting(specs, label, ad, x, threads, repeats, inner, failures) -> lis
         rows.append(Row(label, batch, threads, f"kwta {specs[1].n_out} k={k}", None, None, time_contenders(fns, repeats, inner)))
     # End to end.
     dense = DenseEngine.from_layers(specs)
-    reference = dense(x)
+    reference = DenseEngine.from_layers(specs, lowest_ties=True)(x)
     sd = SparseEngine.from_layers(specs, activations="dense")
     ss = SparseEngine.from_layers(specs)
     fns = {
@@ -211,10 +211,11 @@ class Network:
     convs: list
     input_shape: tuple
 
-    def dense(self):
+    def dense(self, lowest_ties: bool = False):
+        """Dense torch: the timed baseline, or (``lowest_ties``) the reference kernels are checked against."""
         if self.convs:
-            return DenseCNNEngine.from_specs(self.input_shape, self.convs, self.linears)
-        return DenseEngine.from_layers(self.linears)
+            return DenseCNNEngine.from_specs(self.input_shape, self.convs, self.linears, lowest_ties)
+        return DenseEngine.from_layers(self.linears, lowest_ties)
 
     def sparse(self, activations: str = "sparse", structure: str = "auto", precision: str = "fp32"):
         if self.convs:
@@ -300,8 +301,28 @@ def argmax_agreement(out, reference) -> float:
 
 # A reduced-precision engine is not expected to match float32 to float32's tolerance (kWTA
 # swaps near-tied winners): it is judged by its answers, reported as ``argmax_agreement``
-# beside its speed (kernels are checked against bf16-rounded weights in the tests).
+# beside its speed (kernels are checked against bf16-rounded weights in the tests). Beside
+# it stands dense torch run on the same rounded weights (fp32 math): what the precision
+# itself costs, whatever kernel runs it. On the random-weight reference networks the two
+# agree (MLP 0.92-0.98, CNN ~0.72 against fp32): the loss is bf16's rounding amplified by
+# kWTA's discontinuity (a unit at the threshold is either its value or 0), not the kernels.
 BF16_MIN_AGREEMENT = 0.99
+
+
+def rounded_network(net: Network, precision: str) -> Network:
+    """``net`` with every weight rounded to ``precision`` and widened back to float32."""
+    import dataclasses
+
+    from sparsecli.kernels.precision import from_bf16_bits, quantize
+
+    if precision == "fp32":
+        return net
+
+    def r(w):
+        return from_bf16_bits(quantize(w, precision)).reshape(w.shape)
+
+    return Network(net.kind, net.label, [dataclasses.replace(s, weight=r(s.weight)) for s in net.linears],
+                   [dataclasses.replace(s, weight=r(s.weight)) for s in net.convs], net.input_shape)
 
 
 def bench_network(net: Network, x: np.ndarray, threads: int, repeats: int, inner: int, failures: list,
@@ -318,23 +339,26 @@ def bench_network(net: Network, x: np.ndarray, threads: int, repeats: int, inner
     dense = net.dense()
     engines = {"sparse-dense": net.sparse("dense", precision=precision),
                "sparse-sparse": net.sparse("sparse", precision=precision)}
-    reference = dense(x)
+    checker = net.dense(lowest_ties=True)  # kWTA ties broken as the kernels do
+    reference = checker(x)
     ax = x if agreement_x is None else agreement_x
     fns = {"dense": lambda: dense(x)}
     for mode, engine in engines.items():
         if precision == "fp32":
             fns[mode] = checked(lambda e=engine: e(x), reference, f"{tag} end-to-end {mode}", failures)
             continue
-        agree = argmax_agreement(engine(ax), dense(ax))
-        fns[mode] = (lambda e=engine: e(x)) if agree >= BF16_MIN_AGREEMENT else None
-        if fns[mode] is None:  # timed anyway: the row reports its agreement beside its speed
-            fns[mode] = lambda e=engine: e(x)
+        fns[mode] = lambda e=engine: e(x)  # timed whatever its agreement: the row reports both
     stats = time_contenders(fns, repeats, inner)
-    agreement = argmax_agreement(engines["sparse-sparse"](ax), dense(ax))
+    reference_ax = checker(ax)
+    agreement = argmax_agreement(engines["sparse-sparse"](ax), reference_ax)
     ideal = net.ideal()
     speedup = {m: (stats["dense"].median_s / stats[m].median_s if stats.get(m) else None) for m in engines}
-    return {"times": stats, "speedup": speedup, "ideal": ideal, "argmax_agreement": agreement,
-            "fraction_of_ideal": {m: (speedup[m] / ideal[m] if speedup[m] else None) for m in engines}}
+    out = {"times": stats, "speedup": speedup, "ideal": ideal, "argmax_agreement": agreement,
+           "fraction_of_ideal": {m: (speedup[m] / ideal[m] if speedup[m] else None) for m in engines}}
+    if precision != "fp32":  # what the rounding itself costs: torch on the same rounded weights
+        rounded = rounded_network(net, precision).dense(lowest_ties=True)
+        out["argmax_agreement_torch_rounded"] = argmax_agreement(rounded(ax), reference_ax)
+    return out
 
 
 def tile_batch(x: np.ndarray, batch: int) -> np.ndarray:

@@ -274,7 +274,10 @@ class SparseInputLayer:
         plan = self._plans.get((batch, n_active))
         if plan is None:
             macs = expected_macs(self.packed, batch, self.active or n_active)
-            plan = (use_parallel(self.parallel, batch, macs), np.empty((batch, self.packed.n_out_padded), np.float32))
+            winners = (np.empty((batch, self.k), self._idx_dtype), np.empty((batch, self.k), np.float32)) \
+                if self.k else None
+            plan = (use_parallel(self.parallel, batch, macs), np.empty((batch, self.packed.n_out_padded), np.float32),
+                    winners)
             self._plans[(batch, n_active)] = plan
         return plan
 
@@ -282,7 +285,7 @@ class SparseInputLayer:
         if not checked:
             idx, val = check_active(idx, val, self.n_in)
         batch = idx.shape[0]
-        par, out = self._plan(batch, idx.shape[1])
+        par, out, winners = self._plan(batch, idx.shape[1])
         a, b, c = self._arrays
         p = self.packed
         if self.k is None:
@@ -290,8 +293,8 @@ class SparseInputLayer:
                 out = np.empty_like(out)
             (_linear_parallel if par else _linear_serial)(idx, val, a, b, c, self.bias, out)
             return out if p.n_out_padded == p.n_out else np.ascontiguousarray(out[:, : p.n_out])
-        idx_out = np.empty((batch, self.k), self._idx_dtype)
-        val_out = np.empty((batch, self.k), np.float32)
+        # the winners: the plan's buffers with reuse, overwritten by the next call
+        idx_out, val_out = winners if reuse else (np.empty_like(winners[0]), np.empty_like(winners[1]))
         args = (idx, val, a, b, c, self.bias, p.n_out_padded, p.n_out, self.k, idx_out, val_out)
         if par:
             _linear_kwta_parallel(*args, row_chunks(batch))

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
 from sparsecli import checkpoint
 from sparsecli.atomic import json_text, staged_dir, write_all
-from sparsecli.errors import CheckpointError, InputFileError, ParamsError
+from sparsecli.errors import CheckpointError, ParamsError
 from sparsecli.exports import hls_export, onnx_export
 from sparsecli.params import HardwareMapParams, Params
 from sparsecli.progress import Progress
 from sparsecli.targets import calibrate, load_targets, network_to_dicts, predict
-from sparsecli.targets import report as markdown
+from sparsecli.targets import report as hardware_report
 from sparsecli.targets import synthesis
 from sparsecli.targets.from_model import network_from_model
 from sparsecli.targets.measure import time_forward
@@ -39,8 +38,6 @@ from sparsecli.targets.schema import CpuTarget, FpgaTarget, Target
 from sparsecli.training import read_splits
 
 MODELS = ("models/pruned.pt", "models/train.pt")  # the first that exists is mapped
-MEASURED = "measured"  # hardware/measured/<target>.{xml,rpt} + <target>.json: imported synthesis reports
-HEADLINE = ("fits", "latency_s", "throughput_ips", "energy_j")
 
 
 def outputs(workdir: Path = Path(".")) -> dict[str, Path]:
@@ -95,7 +92,7 @@ def run(
         for name in calibrated:
             results[name]["check"] = _cpu_check(results[name], timing)
             _say_check(name, results[name]["check"], progress)
-    stored = _measured_reports(hardware, fpga_parts, imported, import_report, fingerprint)
+    stored = synthesis.measured_reports(hardware, fpga_parts, imported, import_report, fingerprint)
     for name, record in stored.items():
         record["figures"] = synthesis.compare(record["report"], results[name], targets[name].clock_mhz)
         results[name]["measured"] = record
@@ -110,7 +107,9 @@ def run(
             f"hardware-map: ONNX opset {onnx_info['opset']}: argmax agreement {onnx_info['argmax_agreement']:.4f}, "
             f"max abs diff {onnx_info['max_abs_diff']:.3g} on {onnx_info['samples']} test samples"
         )
-        hls_info = _hls(model, test, features, targets, results, hp, folder, paths["exports"], progress)
+        fpga = {name: t for name, t in targets.items() if isinstance(t, FpgaTarget)}
+        hls_info = hls_export.fpga_projects(model, test, features, fpga, results, hp.hls, folder, paths["exports"],
+                                            progress)
         detail = {
             "model": {"path": str(source), "fingerprint": fingerprint, "arch": _arch(model),
                       "test_samples": len(test), "data": meta.get("source")},
@@ -120,14 +119,14 @@ def run(
             "onnx": onnx_info,
             "hls": hls_info,
         }
-        metrics = _headline(detail)
+        metrics = hardware_report.headline(detail)
         writers = {
             paths["metrics"]: lambda tmp: tmp.write_text(json_text(metrics)),
             paths["detail"]: lambda tmp: tmp.write_text(json.dumps(detail, indent=1, allow_nan=False) + "\n"),
-            paths["report"]: lambda tmp: tmp.write_text(markdown.render(detail)),
+            paths["report"]: lambda tmp: tmp.write_text(hardware_report.render(detail)),
         }
         if imported is not None:
-            writers.update(_import_writers(Path(import_report), stored[imported[0]]))
+            writers.update(synthesis.import_writers(Path(import_report), stored[imported[0]]))
         write_all(writers)
     if imported is not None:  # a report imported before in the other format is replaced
         kept = Path(stored[imported[0]]["source"])
@@ -253,134 +252,3 @@ def _network_rows(network: list[LayerShape]) -> list[dict]:
             macs={mode: layer.macs(mode) for mode in MODES},
         )
     return rows
-
-
-# ---------------------------------------------------------------- synthesis reports
-
-
-def _measured_reports(hardware: Path, fpga_parts: dict, imported, import_path, fingerprint: str) -> dict[str, dict]:
-    """Imported reports of the FPGA targets mapped: the one imported now, and those stored before."""
-    found = {}
-    for name in fpga_parts:
-        if imported is not None and imported[0] == name:
-            report, origin, made_for = imported[1], str(import_path), fingerprint
-            stored_as = str(_stored_report(hardware, name, Path(import_path)))
-        else:
-            sidecar = hardware / MEASURED / f"{name}.json"
-            if not sidecar.is_file():
-                continue
-            try:
-                record = json.loads(sidecar.read_text())
-                stored_as = str(hardware / MEASURED / record["report"])
-                origin, made_for = record["imported_from"], record["model_fingerprint"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputFileError(
-                    f"{sidecar}: not a record of an imported report; delete it and import the report again "
-                    f"(sparsecli hardware-map --import-report PATH)"
-                ) from None
-            report = synthesis.read_report(stored_as)
-        stale = None
-        if made_for != fingerprint:
-            stale = "synthesised for another model (weights differ); export and synthesise again, then import"
-        elif report["part"].lower() != fpga_parts[name].lower():
-            stale = f"synthesised for part {report['part']}, the target file now names {fpga_parts[name]}"
-        found[name] = {
-            "label": "measured",
-            "source": stored_as,
-            "imported_from": origin,
-            "compared_mode": synthesis.COMPARED_MODE,
-            "stale": stale,
-            "model_fingerprint": made_for,
-            "report": report,
-        }
-    return found
-
-
-def _stored_report(hardware: Path, name: str, source: Path) -> Path:
-    suffix = ".xml" if source.read_text(errors="replace").lstrip().startswith("<") else ".rpt"
-    return hardware / MEASURED / f"{name}{suffix}"
-
-
-def _import_writers(source: Path, record: dict) -> dict:
-    """Copy the imported report into hardware/measured/ with a note of the model it was made for."""
-    target = Path(record["source"])
-    sidecar = {"report": target.name, "imported_from": str(source), "model_fingerprint": record["model_fingerprint"]}
-    return {
-        target: lambda tmp: shutil.copyfile(source, tmp),
-        target.with_suffix(".json"): lambda tmp: tmp.write_text(json_text(sidecar)),
-    }
-
-
-# ---------------------------------------------------------------- HLS
-
-
-def _hls(model, test, features, targets, results, hp, folder: Path, final: Path, progress: Progress) -> dict:
-    fpga = [name for name, target in targets.items() if isinstance(target, FpgaTarget)]
-    version = hls_export.hls4ml_version()
-    info: dict = {"enabled": hp.hls.enabled, "hls4ml": version, "projects": {}, "csim": None}
-    if not hp.hls.enabled or not fpga:
-        info["note"] = "HLS export off (hardware_map.hls.enabled: false)" if fpga else "no FPGA target mapped"
-        return info
-    if version is None:
-        info["note"] = "hls4ml is not installed: no HLS project (pip install 'sparsecli[fpga]')"
-        progress.message(f"hardware-map: {info['note']}; continuing with the model only")
-        return info
-    network = hls_export.export_network(model)
-    shape = hls_export.input_shape(model, features)
-    reference = hls_export.float_outputs(network, shape, test.x)
-    for i, name in enumerate(fpga):
-        target = targets[name]
-        design = results[name]["modes"]["sparse-dense"]["1"]["layers"]
-        csim = i == 0 and hp.hls.csim
-        if csim:
-            progress.message(f"hardware-map: compiling the HLS C simulation of {name} with g++")
-        built = hls_export.write_project(
-            network, shape, folder / "hls" / name, target.part, target.clock_mhz,
-            [layer["reuse_factor"] for layer in design], hp.hls.precision,
-            testbench=(test.x.numpy(), reference), csim_input=test.x.numpy() if csim else None,
-            recorded_as=str(final / "hls" / name),
-        )
-        if csim:
-            outputs = built.pop("outputs")
-            info["csim"] = {"project": name, **hls_export.compare(outputs, reference, model, test)}
-            progress.message(
-                f"hardware-map: HLS C simulation (kWTA -> ReLU, {hp.hls.precision}): test accuracy "
-                f"{info['csim']['test_accuracy_csim']:.4f} vs torch {info['csim']['test_accuracy_torch']:.4f}"
-            )
-        info["projects"][name] = built
-    return info
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def _headline(detail: dict) -> dict:
-    """The figures `dvc metrics show` / `dvc exp show` compare; the rest is in reports/hardware_map.json."""
-    onnx, csim = detail["onnx"], detail["hls"]["csim"]
-    metrics: dict = {
-        "model": detail["model"]["path"],
-        "test_accuracy": onnx["test_accuracy_torch"],
-        "onnx_argmax_agreement": onnx["argmax_agreement"],
-        "onnx_max_abs_diff": onnx["max_abs_diff"],
-    }
-    if csim is not None:
-        metrics["hls_csim_accuracy"] = csim["test_accuracy_csim"]
-        metrics["hls_relu_float_accuracy"] = csim["test_accuracy_relu_float"]
-    metrics["targets"] = {}
-    for name, result in detail["targets"].items():
-        entry: dict = {"label": result["label"], "precision": result["precision"]}
-        for batch in result["modes"]["dense"]:
-            entry[f"batch_{batch}"] = {
-                mode: {**{k: by_batch[batch]["totals"][k] for k in HEADLINE},
-                       "speedup": by_batch[batch]["speedup_over_dense"]["throughput"]}
-                for mode, by_batch in result["modes"].items()
-            }
-        if "check" in result:
-            entry["measured_dense_s"] = {b: row["measured_dense_s"] for b, row in result["check"].items()}
-            entry["predicted_over_measured_dense"] = {b: row["ratio_dense"] for b, row in result["check"].items()}
-        if "measured" in result:
-            figures = result["measured"]["figures"]
-            entry["synthesis"] = {"stale": result["measured"]["stale"] is not None,
-                                  **{f"{k}_estimated_over_measured": v["ratio"] for k, v in figures.items()}}
-        metrics["targets"][name] = entry
-    return metrics

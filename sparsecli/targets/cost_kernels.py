@@ -21,7 +21,9 @@ layers, run in the same process just before the measurement), per batch size:
               column * active inputs; a dense head = as dense torch
         sparse-dense mode also scatters winners back: + scatter_call_s + scatter_s_per_unit * units * batch
     sparse conv: dense input = s_per_mac["conv-dense"] * stored block entries * positions;
-                 sparse input = s_per_mac["conv-sparse"] * active inputs * taps * out channels
+                 sparse input = s_per_mac["conv-sparse"] * active inputs * taps * out channels,
+                 or with 16x1-block weights s_per_mac["conv-sparse-blocks"] * active inputs *
+                 16 * (kept blocks per input channel over all taps)
     latency = engine_call_s + sum of layer terms     (dense: sum of layer terms)
 
 The layer descriptions are plain dicts (``sparsecli.kernels.calibrate.describe_network``),

@@ -1,4 +1,5 @@
-"""Render the hardware-map results (the dict in reports/hardware_map.json) as Markdown.
+"""Render the hardware-map results (the dict in reports/hardware_map.json) as Markdown, and
+pick its headline figures (``headline``: metrics/hardware_map.json).
 
 Every table row comes from that dict; the prose names the formulas (docstrings of
 cost_fpga.py, cost_cpu.py and network.py) and the target-file fields they use, so a
@@ -12,6 +13,7 @@ import math
 from sparsecli.targets.network import MODES, PRECISION_BITS
 
 RESOURCES = ("dsp", "lut", "ff", "memory")
+HEADLINE = ("fits", "latency_s", "throughput_ips", "energy_j")  # per target, batch and mode
 
 
 def render(detail: dict) -> str:
@@ -414,3 +416,38 @@ def _assumptions() -> str:
         "Energy = board power (FPGA: power.typical_w; CPU: tdp_w) × time; no idle or host power is counted.",
         "The torch timing is one quick measurement on this machine, not a benchmark.",
     ])
+
+
+# ---------------------------------------------------------------- headline metrics
+
+
+def headline(detail: dict) -> dict:
+    """The figures `dvc metrics show` / `dvc exp show` compare; the rest is in reports/hardware_map.json."""
+    onnx, csim = detail["onnx"], detail["hls"]["csim"]
+    metrics: dict = {
+        "model": detail["model"]["path"],
+        "test_accuracy": onnx["test_accuracy_torch"],
+        "onnx_argmax_agreement": onnx["argmax_agreement"],
+        "onnx_max_abs_diff": onnx["max_abs_diff"],
+    }
+    if csim is not None:
+        metrics["hls_csim_accuracy"] = csim["test_accuracy_csim"]
+        metrics["hls_relu_float_accuracy"] = csim["test_accuracy_relu_float"]
+    metrics["targets"] = {}
+    for name, result in detail["targets"].items():
+        entry: dict = {"label": result["label"], "precision": result["precision"]}
+        for batch in result["modes"]["dense"]:
+            entry[f"batch_{batch}"] = {
+                mode: {**{k: by_batch[batch]["totals"][k] for k in HEADLINE},
+                       "speedup": by_batch[batch]["speedup_over_dense"]["throughput"]}
+                for mode, by_batch in result["modes"].items()
+            }
+        if "check" in result:
+            entry["measured_dense_s"] = {b: row["measured_dense_s"] for b, row in result["check"].items()}
+            entry["predicted_over_measured_dense"] = {b: row["ratio_dense"] for b, row in result["check"].items()}
+        if "measured" in result:
+            figures = result["measured"]["figures"]
+            entry["synthesis"] = {"stale": result["measured"]["stale"] is not None,
+                                  **{f"{k}_estimated_over_measured": v["ratio"] for k, v in figures.items()}}
+        metrics["targets"][name] = entry
+    return metrics

@@ -17,14 +17,18 @@ sparse-dense batch-1 estimate of one pipeline copy: ratio = estimated / measured
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from sparsecli.atomic import json_text
 from sparsecli.errors import InputFileError
 
 RESOURCES = ("dsp", "lut", "ff", "bram_18k", "uram")
 COMPARED_MODE = "sparse-dense"
+MEASURED = "measured"  # hardware/measured/<target>.{xml,rpt} + <target>.json: imported synthesis reports
 _XML_RESOURCE = {"DSP": "dsp", "DSP48E": "dsp", "LUT": "lut", "FF": "ff", "BRAM_18K": "bram_18k", "URAM": "uram"}
 _HOWTO = "pass the <top>_csynth.xml or <top>_csynth.rpt from <project>/solution1/syn/report/"
 
@@ -201,4 +205,63 @@ def compare(report: dict, prediction: dict, clock_mhz: float) -> dict:
             "ratio": estimated[key] / measured[key] if estimated[key] is not None and measured[key] else None,
         }
         for key in measured
+    }
+
+
+# ---------------------------------------------------------------- reports kept in hardware/measured/
+
+
+def measured_reports(hardware: Path, fpga_parts: dict, imported, import_path, fingerprint: str) -> dict[str, dict]:
+    """Imported reports of the FPGA targets mapped (``fpga_parts``: name -> part): the one imported
+    now (``imported`` = (target name, report) read from ``import_path``) and those stored before
+    in ``hardware/measured/``, each marked stale when made for another model or part."""
+    found = {}
+    for name in fpga_parts:
+        if imported is not None and imported[0] == name:
+            report, origin, made_for = imported[1], str(import_path), fingerprint
+            stored_as = str(stored_report_path(hardware, name, Path(import_path)))
+        else:
+            sidecar = hardware / MEASURED / f"{name}.json"
+            if not sidecar.is_file():
+                continue
+            try:
+                record = json.loads(sidecar.read_text())
+                stored_as = str(hardware / MEASURED / record["report"])
+                origin, made_for = record["imported_from"], record["model_fingerprint"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputFileError(
+                    f"{sidecar}: not a record of an imported report; delete it and import the report again "
+                    f"(sparsecli hardware-map --import-report PATH)"
+                ) from None
+            report = read_report(stored_as)
+        stale = None
+        if made_for != fingerprint:
+            stale = "synthesised for another model (weights differ); export and synthesise again, then import"
+        elif report["part"].lower() != fpga_parts[name].lower():
+            stale = f"synthesised for part {report['part']}, the target file now names {fpga_parts[name]}"
+        found[name] = {
+            "label": "measured",
+            "source": stored_as,
+            "imported_from": origin,
+            "compared_mode": COMPARED_MODE,
+            "stale": stale,
+            "model_fingerprint": made_for,
+            "report": report,
+        }
+    return found
+
+
+def stored_report_path(hardware: Path, name: str, source: Path) -> Path:
+    """Where an imported report of target ``name`` is kept: ``hardware/measured/<name>.xml|.rpt``."""
+    suffix = ".xml" if source.read_text(errors="replace").lstrip().startswith("<") else ".rpt"
+    return hardware / MEASURED / f"{name}{suffix}"
+
+
+def import_writers(source: Path, record: dict) -> dict:
+    """Copy the imported report into hardware/measured/ with a note of the model it was made for."""
+    target = Path(record["source"])
+    sidecar = {"report": target.name, "imported_from": str(source), "model_fingerprint": record["model_fingerprint"]}
+    return {
+        target: lambda tmp: shutil.copyfile(source, tmp),
+        target.with_suffix(".json"): lambda tmp: tmp.write_text(json_text(sidecar)),
     }

@@ -38,3 +38,23 @@ def test_interleaved_timings_and_summary():
     assert speedup(s, summarize([1.5])) == 2.0
     with pytest.raises(ValueError):
         interleaved_timings({})
+
+
+def test_bench_network_reports_bf16_beside_torch_on_the_same_rounded_weights():
+    """A bf16 row: the kernels' argmax agreement and dense torch's on the same rounded weights, both
+    against fp32 torch; an fp32 row passes its check and has no rounded figure."""
+    from sparsecli.kernels.engine import LayerSpec
+    from sparsecli.kernels.measure import Network, bench_network
+
+    rng = np.random.default_rng(9)
+    w1 = (rng.standard_normal((48, 40)) * (rng.random((48, 40)) < 0.3)).astype(np.float32)
+    w2 = rng.standard_normal((6, 48)).astype(np.float32)
+    net = Network("mlp", "tiny", [LayerSpec(w1, None, 8), LayerSpec(w2)], [], (40,))
+    x = rng.standard_normal((4, 40)).astype(np.float32)
+    ax = rng.standard_normal((64, 40)).astype(np.float32)
+    failures = []
+    fp32 = bench_network(net, x, 1, 3, 1, failures, ax)
+    assert not failures and fp32["argmax_agreement"] == 1.0 and "argmax_agreement_torch_rounded" not in fp32
+    bf16 = bench_network(net, x, 1, 3, 1, failures, ax, "bf16")
+    assert 0.0 <= bf16["argmax_agreement_torch_rounded"] <= 1.0 and bf16["times"]["sparse-sparse"] is not None
+    assert abs(bf16["argmax_agreement"] - bf16["argmax_agreement_torch_rounded"]) <= 0.05

@@ -198,3 +198,44 @@ def test_bf16_conv_equals_torch_on_rounded_weights():
     out = layer(x.reshape(2, -1)).reshape(2, 9, 9, 32).transpose(0, 3, 1, 2)
     ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(bf16_rounded(w)), padding=1)
     assert_close(out.reshape(2, -1), ref.reshape(2, -1))
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "k", "pad", "hw"), [(4, 16, 3, 1, (10, 9)), (6, 48, 5, 2, (7, 8)),
+                                                               (16, 32, 3, 0, (5, 5)), (3, 32, 5, 4, (4, 6))])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_block_sparse_input_conv_equals_torch(c_in, c_out, k, pad, hw, precision, batch):
+    """Sparse input, 16x1-block weights (stride 1): only the kept blocks are added, into a padded
+    map; equal to torch on the same (for bf16: rounded) weights, padding larger than the map included."""
+    from sparsecli.kernels.conv import ConvLayer
+
+    rng = np.random.default_rng(c_in * c_out + k)
+    w = conv_weight(rng, c_out, c_in, k, 0.3, blocks=True)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    h, wd = hw
+    x = rng.standard_normal((batch, h * wd * c_in)).astype(np.float32)
+    idx, val = k_winners(x, max(1, x.shape[1] // 5))
+    layer = ConvLayer(ConvSpec(w, b, padding=pad), (c_in, h, wd), sparse_input=True, precision=precision)
+    assert layer._blocks is not None  # the block path ran, not the dense-vector gather
+    dense_hwc = scatter_dense(idx, val, x.shape[1]).reshape(batch, h, wd, c_in)
+    wr = w if precision == "fp32" else bf16_rounded(w)
+    ref = F.conv2d(torch.from_numpy(dense_hwc).permute(0, 3, 1, 2), torch.from_numpy(wr), torch.from_numpy(b),
+                   padding=pad).permute(0, 2, 3, 1).reshape(batch, -1)
+    assert_close(layer((idx, val)), ref)
+
+
+@pytest.mark.parametrize(("pool_first", "local", "blocks"), [(False, False, False), (True, False, True),
+                                                              (False, True, True)])
+def test_cnn_engine_on_tied_maps_equals_the_tie_aware_reference(pool_first, local, blocks):
+    """Images of flat regions and integer weights: conv outputs tie exactly at kWTA thresholds (as
+    upsampled digits do). The engine keeps the lowest channels-last indices, like the reference."""
+    rng = np.random.default_rng(8)
+    convs, lin = small_cnn(rng, pool_first, local, blocks)
+    convs = [ConvSpec(np.round(c.weight * 2), None, c.padding, c.stride, c.pool, c.k, c.local, c.pool_first)
+             for c in convs]
+    lin = [LayerSpec(np.round(s.weight * 2), None, s.k) for s in lin]
+    x = np.kron(rng.integers(0, 3, size=(4, 2, 4, 4)), np.ones((3, 3))).astype(np.float32).reshape(4, -1)
+    ref = DenseCNNEngine.from_specs((2, 12, 12), convs, lin, lowest_ties=True)(x)
+    for activations in ("sparse", "dense"):
+        np.testing.assert_allclose(SparseCNNEngine.from_specs((2, 12, 12), convs, lin, activations=activations)(x),
+                                   ref, rtol=1e-6, atol=1e-4)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsecli.kernels import k_winners, kwta_dense_torch
+from sparsecli.kernels import k_winners, kwta_dense_torch, scatter_dense
 
 
 @pytest.mark.parametrize("batch", [1, 64])
@@ -77,3 +77,16 @@ def test_bad_k_raises_value_error(k):
 def test_bad_input_raises_value_error():
     with pytest.raises(ValueError, match="float32"):
         k_winners(np.ones((1, 4)), 1)
+
+
+def test_lowest_ties_reference_matches_k_winners_on_tied_rows():
+    """Rows with many values equal at the threshold: the tie-aware torch reference keeps exactly
+    the winners ``k_winners`` keeps (lowest indices), where plain topk may keep others."""
+    import torch
+
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 4, size=(6, 50)).astype(np.float32)  # four distinct values: ties everywhere
+    for k in (1, 7, 20, 50):
+        ref = kwta_dense_torch(torch.from_numpy(x), k, lowest_ties=True).numpy()
+        kept = scatter_dense(*k_winners(x, k), 50)
+        np.testing.assert_array_equal(kept, ref)
