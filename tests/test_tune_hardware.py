@@ -215,9 +215,13 @@ def test_when_no_trial_fits_the_run_fails_naming_the_constraint():
 
 
 def test_cpu_latency_agrees_with_the_benchmark_stage(pipeline_dir, tiny_params):
-    """cpu_latency_us times the same engine as ``sparsecli benchmark`` (sparse-sparse, batch 1, 1 thread):
-    on the model the benchmark measured, within 1.5x of its figure (both are timings on a shared machine)."""
+    """cpu_latency_us times the engine ``sparsecli benchmark`` times (sparse-sparse, batch 1, 1 thread), on
+    the val split where the stage uses the test split: within 1.5x of the stage's timing of the same model,
+    the two taken in turns (best of three each), so the machine's load is the same for both."""
     from sparsecli import checkpoint
+    from sparsecli.kernels.from_model import model_network
+    from sparsecli.kernels.measure import INNER, bench_network, tile_batch
+    from sparsecli.kernels.timing import threads_restored
     from sparsecli.params import set_key, validate
     from sparsecli.training import read_splits
     from sparsecli.tuning.hardware import measure, resolve
@@ -226,7 +230,14 @@ def test_cpu_latency_agrees_with_the_benchmark_stage(pipeline_dir, tiny_params):
     set_key(raw, "tune.objectives.1", {"metric": "cpu_latency_us", "target": "cpu-local"}, "test")
     objectives = resolve(validate(raw, "test"), pipeline_dir / "hardware")
     model, _, _ = checkpoint.load(pipeline_dir / "models" / "pruned.pt")
-    got = measure(model, read_splits(pipeline_dir)[0]["val"].x, objectives)["cpu_latency_us:cpu-local"]
-    benchmark = json.loads((pipeline_dir / "metrics" / "benchmark.json").read_text())
-    measured = benchmark["measured_latency_s"]["sparse-sparse"] * 1e6
+    splits = read_splits(pipeline_dir)[0]
+    test_x = splits["test"].x.numpy().reshape(len(splits["test"].x), -1)
+    stage_like, got = [], []
+    for _ in range(3):
+        got.append(measure(model, splits["val"].x, objectives)["cpu_latency_us:cpu-local"])
+        with threads_restored():  # as stages/benchmark.py times the pipeline model
+            timed = bench_network(model_network(model), tile_batch(test_x, 1), 1, tiny_params.benchmark.repeats,
+                                  INNER[1], [])
+        stage_like.append(timed["times"]["sparse-sparse"].median_s * 1e6)
+    got, measured = min(got), min(stage_like)
     assert measured / 1.5 <= got <= measured * 1.5, (got, measured)
