@@ -275,3 +275,33 @@ def test_second_phase_finishes_the_widest_hypervolume_gain_first():
     chosen = [r.name for r in second_phase_candidates(records, plan)]
     order = greedy_hypervolume_order(points, (0.7, 0.85))  # the rung's reference: its worst accuracy, the settled threshold
     assert chosen == [f"t{order[0]}", f"t{order[1]}"] == ["t1", "t2"]  # 'low' misses the settled weight-sparsity threshold
+
+
+def test_kwta_activation_sparsity_is_settled_after_one_epoch(trained_dir, tiny_params):
+    """Under kWTA (every hidden layer), the measured activation sparsity is the same before
+    training, after one epoch and after several, with boosting and k_inference_factor: a rung can
+    judge its threshold. A ReLU layer, or a searched key that could make one, unsettles it."""
+    from sparsecli.models import build_model
+    from sparsecli.sparse.stats import activity
+    from sparsecli.training import fit, read_splits
+    from sparsecli.tune_metrics import settled
+    from sparsecli.tuning.space import trial_params
+
+    splits, meta = read_splits(trained_dir)
+    base = tiny_params.model_dump()
+    params = trial_params(base, {"model.layers.0.kwta.k_inference_factor": 1.5,
+                                 "model.layers.0.kwta.boost_strength": 2.5, "train.epochs": 3})
+    assert all(layer.kwta is not None for layer in params.model.layers)
+    model = build_model(params, meta)
+    measured = [activity(model, splits["val"].x)["activation_sparsity"]]
+    fit(model, params.train, splits, seed=0, epochs=3,
+        on_epoch=lambda record, state: measured.append(activity(model, splits["val"].x)["activation_sparsity"]))
+    assert len(measured) == 4 and len(set(measured)) == 1, measured
+    assert "activation_sparsity" in settled(params.model, ["model.layers.0.kwta.percent_on"])
+    assert "activation_sparsity" not in settled(params.model, ["model.layers.0.kwta"])  # may become ReLU
+    relu = trial_params(base, {"model.layers.0.kwta": None})
+    assert settled(relu.model) == {"weight_sparsity"}
+    threshold = [TuneObjective(metric="activation_sparsity", threshold=0.99)]
+    short = {"activation_sparsity": 0.9}
+    assert not Objectives.from_params(threshold, settled(params.model)).feasible(short, final=False)  # ruled out at a rung
+    assert Objectives.from_params(threshold, settled(relu.model)).feasible(short, final=False)  # ReLU: may still get there

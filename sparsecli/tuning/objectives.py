@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from sparsecli.params import TuneObjective
 from sparsecli.tune_metrics import METRICS
 
+ALWAYS_SETTLED = frozenset(name for name, metric in METRICS.items() if metric.settled)
+
 
 @dataclass(frozen=True)
 class Objectives:
@@ -24,11 +26,12 @@ class Objectives:
     metrics: tuple[str, ...]
     modes: tuple[str, ...]
     thresholds: tuple[float | None, ...]
+    settled: frozenset[str] = ALWAYS_SETTLED  # final after one epoch for this model (``tune_metrics.settled``)
 
     @classmethod
-    def from_params(cls, objectives: list[TuneObjective]) -> Objectives:
+    def from_params(cls, objectives: list[TuneObjective], settled: frozenset[str] = ALWAYS_SETTLED) -> Objectives:
         return cls(tuple(o.metric for o in objectives), tuple(o.mode for o in objectives),
-                   tuple(o.threshold for o in objectives))
+                   tuple(o.threshold for o in objectives), settled)
 
     def signs(self) -> tuple[float, ...]:
         return tuple(1.0 if mode == "max" else -1.0 for mode in self.modes)
@@ -48,7 +51,7 @@ class Objectives:
         """
         out = {}
         for metric, mode, threshold in zip(self.metrics, self.modes, self.thresholds):
-            if threshold is None or not (final or METRICS[metric].settled):
+            if threshold is None or not (final or metric in self.settled):
                 continue
             gap = threshold - float(result[metric]) if mode == "max" else float(result[metric]) - threshold
             out[metric] = gap / max(abs(threshold), 1e-12)

@@ -30,7 +30,7 @@ from typing import Any
 
 from sparsecli.params import Params
 from sparsecli.progress import Progress
-from sparsecli.tune_metrics import METRICS, NAMES
+from sparsecli.tune_metrics import NAMES, settled
 from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.pareto import hypervolume, nondomination_ranks
 
@@ -82,7 +82,8 @@ class Plan:
         tune = params.tune
         full = tune.max_epochs or params.train.epochs
         budget = tune.budget.full_trainings * full if tune.budget.full_trainings is not None else None
-        return cls(Objectives.from_params(tune.objectives), tuple(d.key for d in tune.space), tune.min_epochs,
+        keys = tuple(d.key for d in tune.space)
+        return cls(Objectives.from_params(tune.objectives, settled(params.model, keys)), keys, tune.min_epochs,
                    full, tune.reduction_factor, tune.budget.trials, budget, tune.budget.search_fraction, tune.searcher,
                    tune.startup_trials, tune.second_phase, params.seed)
 
@@ -207,7 +208,7 @@ def rung_reference(objectives: Objectives, points: list[tuple[float, ...]]) -> t
     training's accuracy is mostly below the full-length threshold)."""
     reference = objectives.reference()
     worst = [min((p[k] for p in points), default=reference[k]) for k in range(len(reference))]
-    return tuple(ref if METRICS[m].settled else min(ref, lo)
+    return tuple(ref if m in objectives.settled else min(ref, lo)
                  for m, ref, lo in zip(objectives.metrics, reference, worst))
 
 
