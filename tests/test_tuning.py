@@ -205,6 +205,8 @@ def test_searcher_samples_from_the_highest_fidelity_with_enough_evaluations(tmp_
     assert search.model_fidelity() == 9
     search.suggest("d")
     assert search.trials["d"]["drawn_from"] == 9
+    wide = FidelitySearch({k: FloatDistribution(0, 1) for k in "xyz"}, ACC_WS, [1, 9], "tpe", 0, 2)
+    assert wide.min_evaluations == 4  # BOHB's d + 1 points before a model of 3 keys is trusted
     # saved and restored with the experiment: a resumed run continues the same studies and ledger
     search.save(str(tmp_path / "searcher.pkl"))
     again = FidelitySearch({"x": FloatDistribution(0, 1)}, ACC_WS, [1, 3, 9], "tpe", 0, 2)
