@@ -8,7 +8,7 @@ a complete evaluation *at that fidelity*, with one Optuna constraint per thresho
 (``create_trial(constraints=...)`` / ``Trial.set_constraint``), so TPE and NSGA-II rank
 infeasible trials below feasible ones and steer toward feasibility. Below full fidelity
 only thresholds on settled metrics count (weight sparsity: fixed masks, exact after one
-epoch; ``Objectives.constraints(final=False)``): a short training's accuracy below the
+epoch; activation sparsity under kWTA; ``Objectives.constraints(final=False)``): a short training's accuracy below the
 threshold says little about the full one's.
 
 A new configuration is sampled from the study of the highest fidelity that holds at least
