@@ -1,7 +1,7 @@
 """Equal-budget, anytime comparison: cost-aware search against full-fidelity TPE, by hypervolume.
 
 Usage: python benchmarks/tune_cost.py [--params params.yaml] [--seeds 5] [--trials 20]
-       [--budget-fraction 0.35] [--workers 2] [--json out.json] [--png tune_cost.png] [--peer NAME]
+       [--budget-fraction 0.35] [--workers 2] [--json out.json] [--png tune_cost.png] [--peer NAME] [--keep DIR]
 
 The same problem for every search (the params' data, model, objectives, thresholds, search
 space and searcher); for each seed (``seed`` drives the samplers and the networks' initial
@@ -28,6 +28,7 @@ All searches run in one Ray session, one after the other, on the same data split
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--png", type=Path, default=Path("tune_cost.png"), help="the anytime curves")
     parser.add_argument("--peer", default=None, help="also run this library's optimiser (see benchmarks/tune_peer.py)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep every search's folder here (default: a temp dir)")
     args = parser.parse_args()
     if not 0 < args.budget_fraction <= 1:
         parser.error("--budget-fraction must be in (0, 1]")
@@ -67,7 +69,7 @@ def main() -> None:
     objectives = Objectives.from_params(base.tune.objectives)
     peer = _peer(args.peer) if args.peer else None
     rows, curves = [], {}
-    with tempfile.TemporaryDirectory(prefix="tune-cost-") as tmp, ray_session(Path(tmp), workers=args.workers):
+    with _workdir(args.keep) as tmp, ray_session(Path(tmp), workers=args.workers):
         data_dir = Path(tmp) / "data-split"
         data.run(base, data_dir)
         for seed in range(args.seeds):
@@ -125,6 +127,14 @@ def main() -> None:
         args.json.write_text(json_text(out))
 
 
+def _workdir(keep: Path | None):
+    """A temp dir, or ``keep`` (created empty) to look at the searches afterwards."""
+    if keep is None:
+        return tempfile.TemporaryDirectory(prefix="tune-cost-")
+    keep.mkdir(parents=True)
+    return contextlib.nullcontext(str(keep.resolve()))
+
+
 def _search(params_path, overrides, seed, tmp, name, data_dir, workers, objectives, full):
     """One tuning run; returns its final hypervolume, its epochs and its anytime curve."""
     params = load_params(params_path, overrides + [f"seed={seed}"])
@@ -137,7 +147,7 @@ def _search(params_path, overrides, seed, tmp, name, data_dir, workers, objectiv
     except SparsecliError as e:  # e.g. no feasible full-fidelity trial: hypervolume 0
         print(f"seed {seed} {name}: {e}")
         hv = 0.0
-    events = ray_events(stage.outputs(workdir)["ray"])
+    events = ray_events(stage.ray_dir(workdir))
     return hv, sum(delta for _, delta, _ in events), anytime(events, objectives, full)
 
 

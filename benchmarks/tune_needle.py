@@ -93,7 +93,7 @@ def main() -> None:
                 stage.run(params, workdir, workers=args.workers)
             except SparsecliError as e:  # no feasible full-fidelity trial: nothing found
                 print(f"{name}: {e}")
-            events = ray_events(stage.outputs(workdir)["ray"])
+            events = ray_events(stage.ray_dir(workdir))
             finals = [r for _, _, r in events if r.get("epoch", 0) >= full and all(m in r for m in objectives.metrics)]
             feasible = sum(objectives.feasible(r) for r in finals)
             if name == "rate":  # how tight each threshold is on its own

@@ -16,7 +16,7 @@ of ``sparsecli.kernels``. ``settled`` says when a value is final after any epoch
 ``"activations"`` means settled by the masks (fixed, or moved at a fixed count) and the
 activation density, which is fixed only where every hidden layer has kWTA (k winners per
 sample whatever the weights); a ReLU layer's density moves with training
-(``sparsecli.tuning.hardware.activations_fixed`` decides per run). ``cpu_latency_us`` is a
+(``settled`` below decides per run). ``cpu_latency_us`` is a
 timing: its expectation is settled alike, each reading carries the machine's noise.
 
 A leaf module (no imports from the package) outside ``tuning/``: ``sparsecli.params`` reads it, so every
@@ -45,7 +45,7 @@ METRICS: dict[str, Metric] = {
     "accuracy": Metric("accuracy on the val split", 0.0, 1.0, 0.0, settled=False),  # val_accuracy in TensorBoard
     "weight_sparsity": Metric("fraction of zero weights, all weight layers", 0.0, 1.0, 0.0, settled=True,
                               tag="sparsity/weights"),  # fixed masks
-    # kWTA fixes it, but ReLU layers' activation sparsity (and with it the MACs) moves with training
+    # ReLU layers' activation sparsity (and with it the MACs) moves with training; kWTA fixes it (``settled``)
     "activation_sparsity": Metric("fraction of zero hidden activations on the val split", 0.0, 1.0, 0.0,
                                   settled=False, tag="sparsity/activations"),
     "mac_reduction": Metric("dense MACs / non-zero MACs per inference on the val split", 1.0, None, 1.0,
@@ -73,3 +73,25 @@ ALL: dict[str, Metric] = METRICS | HARDWARE
 MEASURED = ("cpu_latency_us",)  # timed on this machine, not predicted
 CONSTRAINTS = ("fits",)  # constraint-only metrics: no mode, no threshold, feasible when 1
 LATENCIES = ("latency_us", "cpu_latency_us")  # what tune.select min_latency minimises (the first of them)
+
+
+def settled(model, space_keys=()) -> frozenset[str]:
+    """The metrics whose value after one epoch is final for this model (``model``: the params' model section).
+
+    The ``settled`` ones, plus ``activation_sparsity`` when every hidden layer is kWTA and no
+    searched key can replace a kWTA block: k winners of n units output exactly n - k zeros at
+    inference (``k_inference``, fixed at construction), whatever the weights, the boosting or
+    the epoch. Not the MAC reduction: it depends on which inputs win.
+    """
+    out = {name for name, metric in METRICS.items() if metric.settled}
+    blocks = [*(model.conv if model.arch == "cnn" else []), *model.layers]
+    if blocks and all(block.kwta is not None for block in blocks) and not any(map(_may_drop_kwta, space_keys)):
+        out.add("activation_sparsity")
+    return frozenset(out)
+
+
+def _may_drop_kwta(key: str) -> bool:
+    """A searched key that could make a layer ReLU: the architecture, a layer list, a layer or its kwta block."""
+    parts = key.split(".")
+    return key == "model.arch" or (parts[:2] in (["model", "conv"], ["model", "layers"])
+                                   and (len(parts) <= 3 or parts[3:] == ["kwta"]))

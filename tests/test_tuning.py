@@ -205,6 +205,8 @@ def test_searcher_samples_from_the_highest_fidelity_with_enough_evaluations(tmp_
     assert search.model_fidelity() == 9
     search.suggest("d")
     assert search.trials["d"]["drawn_from"] == 9
+    wide = FidelitySearch({k: FloatDistribution(0, 1) for k in "xyz"}, ACC_WS, [1, 9], "tpe", 0, 2)
+    assert wide.min_evaluations == 4  # BOHB's d + 1 points before a model of 3 keys is trusted
     # saved and restored with the experiment: a resumed run continues the same studies and ledger
     search.save(str(tmp_path / "searcher.pkl"))
     again = FidelitySearch({"x": FloatDistribution(0, 1)}, ACC_WS, [1, 3, 9], "tpe", 0, 2)
@@ -284,7 +286,7 @@ def test_hardware_objectives_constraints_nadir_reference_and_min_latency():
         TuneObjective(metric="accuracy", threshold=0.9),
         TuneObjective(metric="fits", target="fpga-pynq-z2"),
         TuneObjective(metric="latency_us", target="fpga-pynq-z2"),
-    ], activations_fixed=True)
+    ], frozenset({"weight_sparsity", "activation_sparsity"}))  # kWTA everywhere
     assert objectives.metrics == ("accuracy", "latency_us:fpga-pynq-z2") and objectives.modes == ("max", "min")
     assert objectives.requirements == ("fits:fpga-pynq-z2",) and objectives.missing_reference() is None
     fast = {"accuracy": 0.92, "latency_us:fpga-pynq-z2": 0.5, "fits:fpga-pynq-z2": 1.0, "weight_sparsity": 0.9}
@@ -301,3 +303,33 @@ def test_hardware_objectives_constraints_nadir_reference_and_min_latency():
     relu = Objectives.from_params([TuneObjective(metric="accuracy"), TuneObjective(metric="fits", target="x"),
                                    TuneObjective(metric="latency_us", target="x", threshold=1.0)])
     assert relu.constraints({**fast, "fits:x": 0.0, "latency_us:x": 3.0}, final=False) == {}  # ReLU: not settled
+
+
+def test_kwta_activation_sparsity_is_settled_after_one_epoch(trained_dir, tiny_params):
+    """Under kWTA (every hidden layer), the measured activation sparsity is the same before
+    training, after one epoch and after several, with boosting and k_inference_factor: a rung can
+    judge its threshold. A ReLU layer, or a searched key that could make one, unsettles it."""
+    from sparsecli.models import build_model
+    from sparsecli.sparse.stats import activity
+    from sparsecli.training import fit, read_splits
+    from sparsecli.tune_metrics import settled
+    from sparsecli.tuning.space import trial_params
+
+    splits, meta = read_splits(trained_dir)
+    base = tiny_params.model_dump()
+    params = trial_params(base, {"model.layers.0.kwta.k_inference_factor": 1.5,
+                                 "model.layers.0.kwta.boost_strength": 2.5, "train.epochs": 3})
+    assert all(layer.kwta is not None for layer in params.model.layers)
+    model = build_model(params, meta)
+    measured = [activity(model, splits["val"].x)["activation_sparsity"]]
+    fit(model, params.train, splits, seed=0, epochs=3,
+        on_epoch=lambda record, state: measured.append(activity(model, splits["val"].x)["activation_sparsity"]))
+    assert len(measured) == 4 and len(set(measured)) == 1, measured
+    assert "activation_sparsity" in settled(params.model, ["model.layers.0.kwta.percent_on"])
+    assert "activation_sparsity" not in settled(params.model, ["model.layers.0.kwta"])  # may become ReLU
+    relu = trial_params(base, {"model.layers.0.kwta": None})
+    assert settled(relu.model) == {"weight_sparsity"}
+    threshold = [TuneObjective(metric="activation_sparsity", threshold=0.99)]
+    short = {"activation_sparsity": 0.9}
+    assert not Objectives.from_params(threshold, settled(params.model)).feasible(short, final=False)  # ruled out at a rung
+    assert Objectives.from_params(threshold, settled(relu.model)).feasible(short, final=False)  # ReLU: may still get there

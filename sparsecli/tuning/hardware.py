@@ -46,15 +46,6 @@ class HardwareObjective:
     repeats: int  # cpu_latency_us: timed samples (benchmark.repeats, at least TIMED_REPEATS)
 
 
-def activations_fixed(params: Params) -> bool:
-    """Every hidden layer has kWTA, and no search dimension replaces a kwta block: each trial's
-    activation density is then fixed by its k, whatever training does to the weights."""
-    layers = [*params.model.layers, *(params.model.conv if params.model.arch == "cnn" else [])]
-    if any(layer.kwta is None for layer in layers):
-        return False
-    return not any(dim.key.endswith(".kwta") for dim in params.tune.space)
-
-
 def resolve(params: Params, hardware_dir: Path, progress: Progress | None = None) -> list[HardwareObjective]:
     """The hardware objectives of ``params.tune.objectives``; ParamsError naming the key if one is bad."""
     from sparsecli.targets import calibrate, load_target

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from sparsecli.params import TuneObjective
 from sparsecli.tune_metrics import ALL, CONSTRAINTS
 
+ALWAYS_SETTLED = frozenset(name for name, metric in ALL.items() if metric.settled is True)
+
 
 @dataclass(frozen=True)
 class Objectives:
@@ -37,12 +39,16 @@ class Objectives:
     kinds: tuple[str, ...] = ()  # per coordinate: its metric (tune_metrics), where the name differs
 
     @classmethod
-    def from_params(cls, objectives: list[TuneObjective], activations_fixed: bool = False) -> Objectives:
-        """``activations_fixed``: the activation density is fixed by kWTA (hardware metrics are settled)."""
+    def from_params(cls, objectives: list[TuneObjective], settled_metrics: frozenset[str] = ALWAYS_SETTLED) -> Objectives:
+        """``settled_metrics``: the metrics final after one epoch for this model (``tune_metrics.settled``).
+        A hardware metric is settled where its activation densities are: always for dense and
+        sparse-dense execution (shapes and weight densities only), for sparse-sparse when the
+        activation sparsity is (kWTA in every hidden layer)."""
         def settled(o: TuneObjective) -> bool:
             flag = ALL[o.metric].settled
-            # dense and sparse-dense costs depend on shapes and weight densities only
-            return flag is True or (flag == "activations" and (activations_fixed or o.execution != "sparse-sparse"))
+            if flag == "activations":
+                return "activation_sparsity" in settled_metrics or o.execution != "sparse-sparse"
+            return flag is True or o.metric in settled_metrics
 
         coords = [o for o in objectives if o.metric not in CONSTRAINTS]
         required = [o for o in objectives if o.metric in CONSTRAINTS]

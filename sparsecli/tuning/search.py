@@ -30,8 +30,8 @@ from typing import Any
 
 from sparsecli.params import Params
 from sparsecli.progress import Progress
-from sparsecli.tune_metrics import NAMES
-from sparsecli.tuning.hardware import HardwareObjective, activations_fixed
+from sparsecli.tune_metrics import NAMES, settled
+from sparsecli.tuning.hardware import HardwareObjective
 from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.pareto import hypervolume, nondomination_ranks
 
@@ -83,8 +83,8 @@ class Plan:
         tune = params.tune
         full = tune.max_epochs or params.train.epochs
         budget = tune.budget.full_trainings * full if tune.budget.full_trainings is not None else None
-        return cls(Objectives.from_params(tune.objectives, activations_fixed(params)), tuple(d.key for d in tune.space),
-                   tune.min_epochs,
+        keys = tuple(d.key for d in tune.space)
+        return cls(Objectives.from_params(tune.objectives, settled(params.model, keys)), keys, tune.min_epochs,
                    full, tune.reduction_factor, tune.budget.trials, budget, tune.budget.search_fraction, tune.searcher,
                    tune.startup_trials, tune.second_phase, params.seed)
 

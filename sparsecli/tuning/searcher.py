@@ -8,13 +8,14 @@ a complete evaluation *at that fidelity*, with one Optuna constraint per thresho
 (``create_trial(constraints=...)`` / ``Trial.set_constraint``), so TPE and NSGA-II rank
 infeasible trials below feasible ones and steer toward feasibility. Below full fidelity
 only thresholds on settled metrics count (weight sparsity: fixed masks, exact after one
-epoch; ``Objectives.constraints(final=False)``): a short training's accuracy below the
+epoch; activation sparsity under kWTA; ``Objectives.constraints(final=False)``): a short training's accuracy below the
 threshold says little about the full one's.
 
 A new configuration is sampled from the study of the highest fidelity that holds at least
-``startup_trials`` evaluations (Falkner et al., 2018, "BOHB": the most faithful model with
-enough data); before any has, from the cheapest one's sampler, which draws at random
-until then. So every stopped trial teaches the sampler where to go next, and the full
+``max(startup_trials, d + 1)`` evaluations, d = the number of searched keys (Falkner et al.,
+2018, "BOHB": the most faithful model with enough data, N_min = d + 1; fewer points than
+dimensions cannot say which of them matter); before any has, from the cheapest one's
+sampler, which draws at random for its first ``startup_trials``. So every stopped trial teaches the sampler where to go next, and the full
 study, the only one told full-fidelity values, takes over once enough trials finished. The
 asked-for trial stays RUNNING in the study it was drawn from until it reaches that study's
 fidelity (TPE's constant liar counts it as poor meanwhile, so parallel workers spread out);
@@ -64,6 +65,7 @@ class FidelitySearch(Searcher):
         self.fidelities = sorted(set(fidelities))
         self.full_epochs = self.fidelities[-1]
         self.startup_trials = startup_trials
+        self.min_evaluations = max(startup_trials, len(space) + 1)  # before a study's model is used
         self.budget_epochs = budget_epochs
         self.max_trials = max_trials
         directions = ["maximize" if mode == "max" else "minimize" for mode in objectives.modes]
@@ -128,12 +130,12 @@ class FidelitySearch(Searcher):
     # ------------------------------------------------------------ the models
 
     def model_fidelity(self) -> int:
-        """The highest fidelity whose study holds ``startup_trials`` evaluations; else the cheapest."""
+        """The highest fidelity whose study holds ``min_evaluations``; else the cheapest."""
         from optuna.trial import TrialState
 
         for fidelity in reversed(self.fidelities):
             done = self.studies[fidelity].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if len(done) >= self.startup_trials:
+            if len(done) >= self.min_evaluations:
                 return fidelity
         return self.fidelities[0]
 
