@@ -299,31 +299,37 @@ def test_report_shows_the_search_when_tune_has_run(tuned, tmp_path):
     assert sum(int(row[1]) for row in cost.rows) == summary["trials"]
 
 
-def test_trials_apply_dynamic_sparsity_and_report_every_metric(ray_cluster, trained_dir, tmp_path):
-    """`sparsity.*` in the space reaches the trial: SET moves the masks, so results change (as in `train`)."""
+def _grid_trials(ray_cluster, trained_dir, tmp_path, params, key: str, values: list, full_epochs: int):
+    """Every value of ``key`` as one trial of the real trainable on the shared Ray cluster."""
     import ray
     from ray import tune
 
-    from sparsecli.params import load_params
     from sparsecli.training import read_splits
-    from sparsecli.tune_metrics import NAMES
     from sparsecli.tuning.session import RAY_ENV
     from sparsecli.tuning.trainable import run_trial
 
     os.environ.update(RAY_ENV)
-    params = load_params(ASSETS / "tune_params.yaml", ["sparsity.dynamic.update_interval=5",
-                                                      "sparsity.dynamic.drop_fraction=0.5"])
     splits, meta = read_splits(trained_dir)
-    key = "sparsity.dynamic.method"
     trainable = tune.with_parameters(run_trial, base=params.model_dump(), keys=[key], splits=splits, meta=meta,
-                                     full_epochs=3)
+                                     full_epochs=full_epochs)
     ray.init(address=ray_cluster, log_to_driver=False)
     try:
-        results = tune.Tuner(trainable, param_space={key: tune.grid_search(["none", "set"])},
-                             tune_config=tune.TuneConfig(max_concurrent_trials=2),
-                             run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+        return tune.Tuner(trainable, param_space={key: tune.grid_search(values)},
+                          tune_config=tune.TuneConfig(max_concurrent_trials=2),
+                          run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
     finally:
         ray.shutdown()
+
+
+def test_trials_apply_dynamic_sparsity_and_report_every_metric(ray_cluster, trained_dir, tmp_path):
+    """`sparsity.*` in the space reaches the trial: SET moves the masks, so results change (as in `train`)."""
+    from sparsecli.params import load_params
+    from sparsecli.tune_metrics import NAMES
+
+    params = load_params(ASSETS / "tune_params.yaml", ["sparsity.dynamic.update_interval=5",
+                                                      "sparsity.dynamic.drop_fraction=0.5"])
+    key = "sparsity.dynamic.method"
+    results = _grid_trials(ray_cluster, trained_dir, tmp_path, params, key, ["none", "set"], 3)
     by_method = {r.config[key]: r.metrics for r in results}
     assert all(set(NAMES) <= set(m) for m in by_method.values())
     assert by_method["none"]["epoch"] == by_method["set"]["epoch"] == 3
@@ -347,28 +353,13 @@ def test_short_trials_are_provisional_never_feasible(tuned):
 
 def test_trials_train_a_searched_weight_structure(ray_cluster, trained_dir, tmp_path):
     """A `choice` over `model.layers.N.weights.structure` reaches the trial: its checkpoint's mask has that shape."""
-    import ray
-    from ray import tune
-
     from sparsecli.params import load_params
     from sparsecli.sparse.patterns import as_matrix
-    from sparsecli.training import read_splits
-    from sparsecli.tuning.session import RAY_ENV
-    from sparsecli.tuning.trainable import CHECKPOINT_FILE, run_trial
+    from sparsecli.tuning.trainable import CHECKPOINT_FILE
 
-    os.environ.update(RAY_ENV)
-    params = load_params(ASSETS / "tune_params.yaml")
-    splits, meta = read_splits(trained_dir)
     key = "model.layers.0.weights.structure"
-    trainable = tune.with_parameters(run_trial, base=params.model_dump(), keys=[key], splits=splits, meta=meta,
-                                     full_epochs=1)
-    ray.init(address=ray_cluster, log_to_driver=False)
-    try:
-        results = tune.Tuner(trainable, param_space={key: tune.grid_search(["unstructured", "16x1"])},
-                             tune_config=tune.TuneConfig(max_concurrent_trials=2),
-                             run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
-    finally:
-        ray.shutdown()
+    results = _grid_trials(ray_cluster, trained_dir, tmp_path, load_params(ASSETS / "tune_params.yaml"), key,
+                           ["unstructured", "16x1"], 1)
     for result in results:
         state = torch.load(Path(result.checkpoint.path) / CHECKPOINT_FILE, weights_only=True)["model"]
         filled = as_matrix(state["layers.0.weights.mask"]).reshape(8, 16, 64).sum(dim=1)  # 128 units x 64 inputs
