@@ -34,6 +34,7 @@ from sparsecli.targets import synthesis
 from sparsecli.targets.from_model import network_from_model
 from sparsecli.targets.measure import time_forward
 from sparsecli.targets.network import MODES, PRECISION_BITS, LayerShape
+from sparsecli.targets.predict import precision_key
 from sparsecli.targets.schema import CpuTarget, FpgaTarget, Target
 from sparsecli.training import read_splits
 
@@ -157,13 +158,9 @@ def _reuse_policy(policy, network: list[LayerShape]):
     return policy
 
 
-def _precision_key(hp: HardwareMapParams, target: Target) -> str | None:
-    return target.name if target.name in hp.precision else target.kind if target.kind in hp.precision else None
-
-
 def _check_precisions(targets: dict[str, Target], hp: HardwareMapParams) -> None:
     for name, target in targets.items():
-        key = _precision_key(hp, target)
+        key = precision_key(target, hp.precision)
         chosen = hp.precision[key] if key else target.precisions[0]
         if key and chosen not in target.precisions:
             raise ParamsError(

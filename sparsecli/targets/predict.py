@@ -105,9 +105,16 @@ def summary(result: dict) -> list[dict]:
     return rows
 
 
+def precision_key(target: Target, by_target: Mapping[str, str]) -> str | None:
+    """Which key of a precision mapping (``hardware_map.precision``) applies to ``target``: its
+    name, else its kind ("cpu", "fpga"), else None (the target's first listed precision)."""
+    return target.name if target.name in by_target else target.kind if target.kind in by_target else None
+
+
 def _precision(target: Target, precision: Precision) -> str:
     if isinstance(precision, Mapping):
-        precision = precision.get(target.name, precision.get(target.kind))
+        key = precision_key(target, precision)
+        precision = precision[key] if key else None
     supported = list(target.precisions)
     if precision is None:
         return supported[0]

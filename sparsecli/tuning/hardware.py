@@ -97,7 +97,9 @@ def _precision(objective, target, by_target: dict, where: str) -> str:
             raise ParamsError(f"{where}.precision = {objective.precision!r}: {target.name} supports "
                               f"{', '.join(supported)} (see {target.source}); pick one of them")
         return objective.precision
-    key = target.name if target.name in by_target else target.kind if target.kind in by_target else None
+    from sparsecli.targets.predict import precision_key
+
+    key = precision_key(target, by_target)
     if key is None:
         return supported[0]
     if by_target[key] not in supported:
