@@ -220,8 +220,6 @@ def _axpy16(out, o, w, q, v):
     out[o + np.uint64(15)] = y15
 
 
-
-
 @njit(cache=True, inline="always")
 def _max4_16(x, s0, s1, s2, s3, out, o):
     """``out[o:o+16]`` = elementwise max of ``x`` at four offsets (16 lines: one vector op each)."""

@@ -169,7 +169,6 @@ def _summary(model: nn.Module, plan: PruningPlan | None, prune: PruneParams, mas
     }
 
 
-
 # ---------------------------------------------------------------- sensitivity
 
 
@@ -219,7 +218,6 @@ class _restored:
             self.layer.module.weight.copy_(weight)
             self.layer.mask.copy_(mask)
         self.layer.sparsity = sparsity
-
 
 
 def _plot(rows: list[dict], path: Path) -> None:

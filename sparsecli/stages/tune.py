@@ -145,7 +145,6 @@ def _objectives(params: Params, hardware) -> dict:
     return out
 
 
-
 def metric_columns(plan: Plan) -> list[str]:
     """The metrics' columns of trials.csv and pareto.csv: the model metrics, then the hardware objectives'."""
     return [*METRIC_COLUMNS, *(name for name in plan.objectives.names if name not in METRIC_COLUMNS)]
@@ -207,7 +206,6 @@ def _best_params(selected: TrialRecord, params: Params, plan: Plan) -> str:
               "# `sparsecli train` overlays these dotted keys on params.yaml (then --set wins). Do not edit:\n"
               "# rerun `sparsecli tune` (or `dvc repro`) instead.\n")
     return header + yaml.safe_dump(values, sort_keys=False, default_flow_style=False)
-
 
 
 def _write_runs(target: Path, records: list[TrialRecord], rows: list[dict], keys: list[str], params: Params,
