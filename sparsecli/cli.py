@@ -313,13 +313,8 @@ def paper_train(
 
         return stage.train(p, network, seed, progress=progress)
 
-    def outputs():
-        from sparsecli.stages import paper as stage
-
-        return stage.train_outputs(network, seed)
-
-    _run("paper-train", params, set_, as_json, quiet, verbose, call, outputs=outputs,
-         lock=f"paper-train {network} seed{seed}")
+    _run("paper-train", params, set_, as_json, quiet, verbose, call,
+         outputs=lambda: _stage("paper").train_outputs(network, seed), lock=f"paper-train {network} seed{seed}")
 
 
 @app.command()
@@ -337,12 +332,8 @@ def paper(
 
         return stage.run(p, progress=progress)
 
-    def outputs():  # the aggregate only: the runs are what it reads
-        from sparsecli.stages import paper as stage
-
-        return [stage.outputs()["metrics"]]
-
-    _run("paper", params, set_, as_json, quiet, verbose, call, render=_paper_summary, outputs=outputs)
+    _run("paper", params, set_, as_json, quiet, verbose, call, render=_paper_summary,
+         outputs=lambda: [_stage("paper").outputs()["metrics"]])  # the aggregate only: the runs are what it reads
 
 
 def _paper_summary(result: dict) -> str:
@@ -381,10 +372,15 @@ def report(
 def _outputs(stage: str, *working: str) -> list[Path]:
     """What a stage writes: its outputs() and its working files, named by the functions that give their
     paths (train's resume checkpoint, tune's Ray folder)."""
+    module = _stage(stage)
+    return [*module.outputs().values(), *(getattr(module, name)() for name in working)]
+
+
+def _stage(name: str):
+    """A stage's module, imported when a command runs (not at start-up: ``--help`` stays light)."""
     from importlib import import_module
 
-    module = import_module(f"sparsecli.stages.{stage}")
-    return [*module.outputs().values(), *(getattr(module, name)() for name in working)]
+    return import_module(f"sparsecli.stages.{name}")
 
 
 def _markdown_table(result: dict) -> str:

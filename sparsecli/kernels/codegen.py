@@ -52,16 +52,23 @@ def blocks_tile(rows: int) -> str:
     ]
     lines += [f"    q{lane} = bias[o + {u}({lane})]" for lane in range(16)]
     lines.append(f"    for bt in range({u}(0), {u}(xt.shape[1]), {u}({rows})):")
-    lines += [f"        a{i}_{lane} = q{lane}" for i in range(rows) for lane in range(16)]
-    lines += ["        for p in range(p0, p1):", "            w = values[p]", "            xr = xt[col[p]]"]
+    lines += _register_tile(rows, [], ["            xr = xt[col[p]]"], f"xr[bt + {u}({{i}})]", f"bt + {u}({{i}})")
+    return "\n".join(lines) + "\n"
+
+
+def _register_tile(rows: int, before: list[str], per_block: list[str], read: str, out_row: str) -> list[str]:
+    """A tile's body: ``rows`` x 16 sums from the bias, each kept 16x1 block ``p`` of ``p0..p1``
+    loaded once and multiplied into every row (``read``, ``out_row``: expressions of ``{i}``)."""
+    lines = [*before, *(f"        a{i}_{lane} = q{lane}" for i in range(rows) for lane in range(16))]
+    lines += ["        for p in range(p0, p1):", "            w = values[p]", *per_block]
     lines += [f"            w{lane} = as_f32(w[{lane}])" for lane in range(16)]
     for i in range(rows):
-        lines.append(f"            s = xr[bt + {u}({i})]")
+        lines.append(f"            s = {read.format(i=i)}")
         lines += [f"            a{i}_{lane} += w{lane} * s" for lane in range(16)]
     for i in range(rows):
-        lines.append(f"        ob = out[bt + {u}({i})]")
-        lines += [f"        ob[o + {u}({lane})] = a{i}_{lane}" for lane in range(16)]
-    return "\n".join(lines) + "\n"
+        lines.append(f"        ob = out[{out_row.format(i=i)}]")
+        lines += [f"        ob[o + np.uint64({lane})] = a{i}_{lane}" for lane in range(16)]
+    return lines
 
 
 CONV_TILE = 8  # output positions per tile of the dense-input conv kernel
@@ -86,16 +93,8 @@ def conv_tile(rows: int) -> str:
     ]
     lines += [f"    q{lane} = bias[o + {u}({lane})]" for lane in range(16)]
     lines.append(f"    for pt in range({u}(0), {u}(out.shape[0]), {u}({rows})):")
-    lines += [f"        b{i} = {u}(pos_base[pt + {u}({i})])" for i in range(rows)]
-    lines += [f"        a{i}_{lane} = q{lane}" for i in range(rows) for lane in range(16)]
-    lines += ["        for p in range(p0, p1):", "            w = values[p]", f"            off = {u}(col_off[p])"]
-    lines += [f"            w{lane} = as_f32(w[{lane}])" for lane in range(16)]
-    for i in range(rows):
-        lines.append(f"            s = xp[b{i} + off]")
-        lines += [f"            a{i}_{lane} += w{lane} * s" for lane in range(16)]
-    for i in range(rows):
-        lines.append(f"        ob = out[pt + {u}({i})]")
-        lines += [f"        ob[o + {u}({lane})] = a{i}_{lane}" for lane in range(16)]
+    lines += _register_tile(rows, [f"        b{i} = {u}(pos_base[pt + {u}({i})])" for i in range(rows)],
+                            [f"            off = {u}(col_off[p])"], "xp[b{i} + off]", f"pt + {u}({{i}})")
     return "\n".join(lines) + "\n"
 
 
