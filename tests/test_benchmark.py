@@ -25,6 +25,9 @@ def test_pipeline_model_is_measured_against_dense(pipeline_dir):
     for row in end_to_end:
         assert row["speedup"]["sparse-sparse"] > 0 and row["ideal"]["sparse-sparse"] > 1
     assert {o["batch"] for o in entry["onnxruntime"]} == {1, 16}
+    ratios = entry["prediction_ratio"]  # the cost model beside each measurement, every mode and batch
+    assert {m: set(b) for m, b in ratios.items()} == {m: {"1", "16"} for m in ("dense", "sparse-dense", "sparse-sparse")}
+    assert all(r["ratio"] > 0 and r["ratio_q1"] > 0 for b in ratios.values() for r in b.values())
     assert "cpu-local" in metrics["hardware_map"]
     assert "predicted_over_measured" in metrics["hardware_map"]["cpu-local"]
     assert (pipeline_dir / "reports" / "benchmark.png").read_bytes()[:4] == b"\x89PNG"

@@ -3,10 +3,10 @@
 A network's predicted latency is composed from its layers, each timed on a *synthetic twin*:
 a layer of the same geometry (shapes, kernel size, padding, stride, pooling, kWTA ``k`` and
 locality) and the same number of stored weights in the same structure, with random weights
-(seed 0) fed random inputs, built and dispatched by the engines themselves
-(``Network.sparse`` / ``Network.dense``, so whatever kernel an engine picks for that layer is
-the one timed) -- the layer-wise latency lookup table of hardware-aware architecture search
-(FBNet, ProxylessNAS). Nothing of the scored network's own weights, inputs or timings enters:
+(seed 0) fed random inputs, built and dispatched by the sparse engines themselves
+(``Network.sparse``, so whatever kernel an engine picks for that layer is the one timed;
+dense mode: the torch ops of ``DenseEngine`` / ``DenseCNNEngine``, one by one) -- the
+layer-wise latency lookup table of hardware-aware architecture search (FBNet, ProxylessNAS). Nothing of the scored network's own weights, inputs or timings enters:
 
     twin weight   unstructured / dense: the layer's non-zero count, at uniformly random places
                   16x1 blocks (``formats.detect_structure``): its kept-block count at random
@@ -14,10 +14,12 @@ the one timed) -- the layer-wise latency lookup table of hardware-aware architec
                   same stored entries and detects the same structure)
     twin input    standard normal rows (``measure.network_input``, seed 1); each later layer
                   gets what the twin's previous layer gives (kWTA winners of random weights)
-    layer time    that layer's own calls as the engine makes them (fused kWTA, densifying the
-                  winners in sparse-dense mode, pooling, rows in the engine's own chunks), timed
-                  alone in bursts of ``measure.INNER`` calls, interleaved across layers and
-                  modes, median of the samples (``layer_timings``)
+    layer time    the twin run by each mode's engine as the engine runs it, with a clock around
+                  each layer's calls (fused kWTA, densifying the winners in sparse-dense mode,
+                  pooling, a CNN's rows in the engine's chunks): per layer, the median over
+                  samples of its mean time per call within a sample of ``measure.INNER`` calls
+                  (``LayerClock``), the samples taken in the same interleaved rounds as the
+                  network's own measurement (``twin_companions``)
 
 ``calibrate(batches)`` adds the per-call cost of the engines around their layers, on a tiny
 layer (8x8 dense, 32x32 at 25% sparse), median of interleaved samples:
@@ -26,8 +28,8 @@ layer (8x8 dense, 32x32 at 25% sparse), median of interleaved samples:
     dense_call_s    DenseEngine of that layer minus torch_call_s (numpy <-> torch, inference mode)
     engine_call_s   SparseEngine of a 32x32 layer minus the layer's own call (input checks, buffers)
 
-``layer_timings`` also times a real network layer by layer: the diagnostic
-``benchmarks/cost_layers.py`` prints predicted beside measured per layer.
+``layer_clocks`` clocks a real network the same way: the diagnostic ``benchmarks/cost_layers.py``
+prints predicted beside measured per layer.
 """
 
 from __future__ import annotations
@@ -78,18 +80,6 @@ def twin_network(net, seed: int = 0):
     convs = [dataclasses.replace(s, weight=twin_weight(rng, s.weight), bias=bias(s.c_out)) for s in net.convs]
     linears = [dataclasses.replace(s, weight=twin_weight(rng, s.weight), bias=bias(s.n_out)) for s in net.linears]
     return Network(net.kind, f"twin of {net.label}", linears, convs, net.input_shape)
-
-
-def layer_table(net, batches, repeats: int = 10) -> dict:
-    """Seconds per call of each layer of ``net``'s synthetic twin, ``{batch: {mode: [s per layer]}}``."""
-    from sparsecli.kernels.measure import network_input
-
-    twin = twin_network(net)
-    out = {}
-    for batch in sorted(set(int(b) for b in batches)):
-        t = layer_timings(twin, network_input(twin, batch), repeats, end_to_end=False)
-        out[str(batch)] = {mode: t[mode]["layers"] for mode in MODES}
-    return out
 
 
 def describe_network(net) -> list[dict]:
@@ -268,26 +258,10 @@ def twin_companions(twin, batch: int):
     ``table_entry`` reads their layer times afterwards."""
     from sparsecli.kernels.measure import INNER, Companions, network_input
 
-    return Companions(layer_clocks(twin, network_input(twin, batch), warmup=3, inner=INNER.get(batch, max(1, 64 // batch))))
+    inner = INNER.get(batch, max(1, 64 // batch))
+    return Companions(layer_clocks(twin, network_input(twin, batch), warmup=3, inner=inner))
 
 
 def table_entry(companions, quantile: float = 0.5) -> dict:
     """``{mode: [s per layer]}`` from timed ``twin_companions`` (the ``quantile`` of each layer's samples)."""
     return {mode: companions.fns[mode].layers_s(quantile) for mode in MODES}
-
-
-def layer_timings(net, x, repeats: int = 15, end_to_end: bool = True) -> dict:
-    """Each layer of each mode's engine (``layer_clocks``) and, with ``end_to_end``, the whole
-    network, interleaved, as the benchmark times: ``{mode: {"layers": [s], "end_to_end": s}}``.
-    The diagnostic behind ``benchmarks/cost_layers.py``."""
-    from sparsecli.kernels.measure import INNER
-
-    inner = INNER.get(len(x), max(1, 64 // len(x)))
-    clocks = layer_clocks(net, x, warmup=3, inner=inner)
-    fns = dict(clocks)
-    if end_to_end:
-        engines = {"dense": net.dense(), "sparse-dense": net.sparse("dense"), "sparse-sparse": net.sparse("sparse")}
-        fns |= {f"{m} e2e": (lambda e=e: e(x)) for m, e in engines.items()}
-    t = interleaved_timings(fns, repeats=repeats, warmup=3, inner=inner)
-    return {m: {"layers": clocks[m].layers_s(), "end_to_end": t[f"{m} e2e"].median_s if end_to_end else None}
-            for m in MODES}

@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from sparsecli import checkpoint
 from sparsecli.atomic import json_text, write_all
 from sparsecli.errors import ParamsError

@@ -13,12 +13,12 @@ count, random weights and inputs: ``sparsecli.kernels.calibrate``), per batch si
             also densifies the winners; pooling; a CNN's rows in the engine's chunks)
 
 Why a table and not seconds per multiply-add: measured layer by layer
-(``benchmarks/cost_layers.py``), one coefficient per kernel did not carry across layer
-geometries -- torch's conv costs 41 ps per MAC with 25-tap single-channel filters and 17
+(``benchmarks/cost_layers.py``, on a loaded machine), one coefficient per kernel did not
+carry across layer geometries -- torch's conv costs 41 ps per MAC with 25-tap single-channel filters and 17
 ps with 1,600-tap ones, torch's max-pool after the GSC CNN's first conv costs more than
 the conv, its topk costs twice as much at k = 1,200 as at k = 120 over the same 12,544
 units, and a CNN engine runs a batch of 64 as 8 chunks of 8 rows, where the CSR kernel
-takes its untiled path at 5x the batch-64 cost per MAC. The model leaves out the cache
+takes its untiled path at ~5x the batch-64 cost per MAC. The model leaves out the cache
 interference between a network's layers (each is timed with its own weights warm, as
 inside a serving loop's bursts) and the data dependence of kWTA and of the active inputs'
 columns (the twin's are random).
@@ -41,7 +41,7 @@ def call_s(calibration: Mapping, mode: str) -> float:
 def predict_latency(table: Mapping, calibration: Mapping, mode: str, batch: int) -> dict:
     """Per-layer and total predicted latency (seconds per call of ``batch`` rows).
 
-    ``table``: ``calibrate.layer_table``'s ``{batch: {mode: [s per layer]}}``; ``calibration``:
+    ``table``: ``{batch: {mode: [s per layer]}}`` (``calibrate.table_entry`` per batch); ``calibration``:
     ``calibrate.calibrate``'s ``{batch: {...}}``.
     """
     if mode not in MODES:
