@@ -2,8 +2,8 @@
 
     python benchmarks/check_prediction_ratio.py metrics/benchmark.json
 
-Prints predicted / measured latency (``ratio``, medians; ``ratio_q1``, first quartiles) per
-network, mode and batch, and exits 1 if any ``ratio`` lies outside [0.67, 1.5] or is missing.
+Prints predicted / measured latency (``ratio``, medians; ``ratio_q1``, first quartiles;
+``ratio_paired``, the median of the ratios within a round) per network, mode and batch, and exits 1 if any ``ratio`` lies outside [0.67, 1.5] or is missing.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ def out_of_bounds(metrics: dict) -> list[str]:
         for mode, by_batch in (entry.get("prediction_ratio") or {}).items():
             for batch, r in by_batch.items():
                 ratio = (r or {}).get("ratio")
-                line = f"{label} {mode} b{batch}: " + (f"{ratio:.2f} (q1 {r.get('ratio_q1', float('nan')):.2f})"
-                                                       if ratio else "missing")
+                line = f"{label} {mode} b{batch}: " + (
+                    f"{ratio:.2f} (q1 {r.get('ratio_q1') or float('nan'):.2f}, "
+                    f"paired {r.get('ratio_paired') or float('nan'):.2f})" if ratio else "missing")
                 print(line)
                 if not ratio or not BOUNDS[0] <= ratio <= BOUNDS[1]:
                     bad.append(line)

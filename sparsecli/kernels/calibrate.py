@@ -196,14 +196,17 @@ class LayerClock:
     def __call__(self):
         self.calls.append(self._run())
 
-    def layers_s(self, quantile: float = 0.5) -> list[float]:
-        """Per layer, the ``quantile`` (default the median) over samples of its mean time per call."""
+    def samples(self) -> np.ndarray:
+        """``[sample, layer]``: each layer's mean seconds per call in each timed sample, in order."""
         timed = np.asarray(self.calls[self.warmup :], dtype=np.float64)
         n = len(timed) // self.inner * self.inner
         if n == 0:
             raise ValueError("no timed samples recorded (call the clock through interleaved_timings first)")
-        samples = timed[:n].reshape(-1, self.inner, self.n_layers).mean(axis=1)
-        return [float(v) for v in np.quantile(samples, quantile, axis=0)]
+        return timed[:n].reshape(-1, self.inner, self.n_layers).mean(axis=1)
+
+    def layers_s(self, quantile: float = 0.5) -> list[float]:
+        """Per layer, the ``quantile`` (default the median) over samples of its mean time per call."""
+        return [float(v) for v in np.quantile(self.samples(), quantile, axis=0)]
 
 
 def layer_clocks(net, x, warmup: int = 3, inner: int = 1) -> dict:
@@ -262,6 +265,38 @@ def twin_companions(twin, batch: int):
     return Companions(layer_clocks(twin, network_input(twin, batch), warmup=3, inner=inner))
 
 
+def paired_ratio(clock: LayerClock, call_s: float, measured) -> float:
+    """Median over rounds of (call_s + the twin's layers in the round) / the network's sample in the
+    same round (``measured``: its ``TimingStats``): a drift of the load between rounds cancels."""
+    predicted = call_s + clock.samples().sum(axis=1)
+    n = min(len(predicted), len(measured.samples_s))
+    return float(np.median(predicted[:n] / np.asarray(measured.samples_s[:n])))
+
+
 def table_entry(companions, quantile: float = 0.5) -> dict:
     """``{mode: [s per layer]}`` from timed ``twin_companions`` (the ``quantile`` of each layer's samples)."""
     return {mode: companions.fns[mode].layers_s(quantile) for mode in MODES}
+
+
+class TwinTable:
+    """A network's synthetic twin and what timing it beside the network gave, per batch (as a
+    string): the layer table (``median``, first quartiles ``q1``) and ``paired`` ratios per mode."""
+
+    def __init__(self, net):
+        self.twin = twin_network(net)
+        self.median: dict = {}
+        self.q1: dict = {}
+        self.paired: dict = {}
+
+    def companions(self, batch: int):
+        return twin_companions(self.twin, batch)
+
+    def record(self, batch: int, companions, times: dict, calibration: dict) -> None:
+        """Read timed ``companions``; ``times``: the network's own ``TimingStats`` per mode, same rounds."""
+        from sparsecli.targets.cost_kernels import call_s
+
+        batch = str(batch)
+        self.median[batch] = table_entry(companions)
+        self.q1[batch] = table_entry(companions, 0.25)
+        self.paired[batch] = {m: paired_ratio(companions.fns[m], call_s(calibration[batch], m), times[m])
+                              if times.get(m) else None for m in MODES}

@@ -79,35 +79,35 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
     # The cost model (kernels.calibrate, at one thread): the engines' per-call costs, and each
     # network's layers timed on its synthetic twin in the same interleaved rounds as the network's
     # own 1-thread measurement (so under the same load).
-    from sparsecli.kernels.calibrate import average, calibrate, table_entry, twin_companions, twin_network
+    from sparsecli.kernels.calibrate import TwinTable, average, calibrate
     from sparsecli.kernels.timing import set_threads
 
     progress.message("benchmark: calibrating the kernel cost model (microbenchmark)")
     set_threads(1)
     calibration = calibrate(batches)
 
-    def measure(net, label: str, x, threads_: int, twin, tables: dict, active: float = 1.0) -> list[dict]:
-        """Rows of one network at one batch and thread count; at 1 thread its twin's layer table too."""
+    def measure(net, label: str, x, threads_: int, twins: TwinTable, active: float = 1.0) -> list[dict]:
+        """Rows of one network at one batch and thread count; at 1 thread its twin's layers too."""
         batch = len(x)
-        companions = twin_companions(twin, batch) if threads_ == 1 else None
+        companions = twins.companions(batch) if threads_ == 1 else None
         if net.kind == "mlp":
-            rows = [_row_dict(r) for r in bench_setting(net.linears, label, active, x, threads_, bp.repeats,
-                                                        inner[batch], failures, companions)]
+            result = bench_setting(net.linears, label, active, x, threads_, bp.repeats, inner[batch], failures,
+                                   companions)
+            rows, times = [_row_dict(r) for r in result], result[-1].times
         else:
-            rows = [_network_row(bench_network(net, x, threads_, bp.repeats, inner[batch], failures,
-                                               companions=companions), batch, threads_)]
+            result = bench_network(net, x, threads_, bp.repeats, inner[batch], failures, companions=companions)
+            rows, times = [_network_row(result, batch, threads_)], result["times"]
         if companions:
-            tables["median"][str(batch)] = table_entry(companions)
-            tables["q1"][str(batch)] = table_entry(companions, 0.25)
+            twins.record(batch, companions, times, calibration)
         return rows
 
     def measure_all(net, label: str, inputs, active: float = 1.0) -> dict:
-        twin, tables, rows = twin_network(net), {"median": {}, "q1": {}}, []
+        twins, rows = TwinTable(net), []
         for batch in batches:
             for t in threads:
                 progress.message(f"benchmark: {label}, batch {batch}, {t} thread(s)")
-                rows += measure(net, label, inputs(batch), t, twin, tables, active)
-        return {"rows": rows, "tables": tables}
+                rows += measure(net, label, inputs(batch), t, twins, active)
+        return {"rows": rows, "twins": twins}
 
     # The pipeline's own model, on real test inputs.
     model_entry = {"model": str(model_path.relative_to(workdir))}
@@ -200,15 +200,15 @@ def _cost_model(net, calibration: dict, measured: dict, batches) -> dict:
     """``prediction_ratio`` from the network's twin layer table, and the table itself."""
     from sparsecli.kernels.calibrate import describe_network
 
-    tables = measured["tables"]
-    return {"prediction_ratio": _prediction_ratio(tables, calibration, measured["rows"], batches),
-            "cost_layers": {"layers": describe_network(net), "table_s": tables["median"]}}
+    twins = measured["twins"]
+    return {"prediction_ratio": _prediction_ratio(twins, calibration, measured["rows"], batches),
+            "cost_layers": {"layers": describe_network(net), "table_s": twins.median}}
 
 
-def _prediction_ratio(tables: dict, calibration: dict, rows: list[dict], batches) -> dict:
-    """Predicted / measured end-to-end latency per mode and batch (1 thread), both latencies, and
-    ``ratio_q1``: the same from the first quartiles of the samples on both sides (the least
-    disturbed quarter on a loaded machine; close to ``ratio`` on a quiet one)."""
+def _prediction_ratio(twins, calibration: dict, rows: list[dict], batches) -> dict:
+    """Predicted / measured end-to-end latency per mode and batch (1 thread) and both latencies;
+    load-robust variants beside: ``ratio_q1`` from the first quartiles of the samples on both
+    sides, ``ratio_paired`` the median over rounds of the ratio within a round."""
     from sparsecli.targets.cost_kernels import predict_latency
 
     out = {}
@@ -218,13 +218,14 @@ def _prediction_ratio(tables: dict, calibration: dict, rows: list[dict], batches
             row = next((r for r in rows if r["stage"].startswith("end-to-end") and r["batch"] == batch
                         and r["threads"] == 1), None)
             measured = ((row or {}).get("times_s") or {}).get(mode)
-            if not measured or str(batch) not in tables["median"]:
+            if not measured or str(batch) not in twins.median:
                 out[mode][str(batch)] = None
                 continue
-            prediction = predict_latency(tables["median"], calibration, mode, batch)["latency_s"]
-            q1 = predict_latency(tables["q1"], calibration, mode, batch)["latency_s"]
+            prediction = predict_latency(twins.median, calibration, mode, batch)["latency_s"]
+            q1 = predict_latency(twins.q1, calibration, mode, batch)["latency_s"]
             out[mode][str(batch)] = {"ratio": prediction / measured["median_s"], "predicted_s": prediction,
-                                     "measured_s": measured["median_s"], "ratio_q1": q1 / measured["q1_s"]}
+                                     "measured_s": measured["median_s"], "ratio_q1": q1 / measured["q1_s"],
+                                     "ratio_paired": twins.paired[str(batch)][mode]}
     return out
 
 

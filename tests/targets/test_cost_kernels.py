@@ -61,3 +61,15 @@ def test_layer_clocks_time_every_layer_of_every_engine_of_a_cnn_twin():
         clock()
         assert len(clock.layers_s()) == len(describe_network(net)) == 4
         assert all(t > 0 for t in clock.layers_s())
+
+
+def test_the_paired_ratio_cancels_a_load_that_drifts_between_rounds():
+    from sparsecli.kernels.calibrate import paired_ratio
+    from sparsecli.kernels.timing import summarize
+
+    slow = [1.0, 1.0, 3.0, 3.0, 3.0]  # the machine slows down after two rounds, for both
+    it = iter([[0.0]] + [[0.5 * f] for f in slow])
+    clock = LayerClock(lambda: next(it), n_layers=1, warmup=1, inner=1)
+    for _ in range(6):
+        clock()
+    assert paired_ratio(clock, 0.0, summarize(slow)) == pytest.approx(0.5)
