@@ -206,9 +206,10 @@ def _cost_model(net, calibration: dict, measured: dict, batches) -> dict:
 
 
 def _prediction_ratio(twins, calibration: dict, rows: list[dict], batches) -> dict:
-    """Predicted / measured end-to-end latency per mode and batch (1 thread) and both latencies;
-    load-robust variants beside: ``ratio_q1`` from the first quartiles of the samples on both
-    sides, ``ratio_paired`` the median over rounds of the ratio within a round."""
+    """Predicted / measured end-to-end latency per mode and batch (1 thread): ``ratio``, the median
+    over the interleaved rounds of the ratio within a round (a drift of the load between rounds
+    cancels); beside it the median latencies, their quotient ``ratio_of_medians`` and ``ratio_q1``
+    from the first quartiles of the samples on both sides."""
     from sparsecli.targets.cost_kernels import predict_latency
 
     out = {}
@@ -223,9 +224,10 @@ def _prediction_ratio(twins, calibration: dict, rows: list[dict], batches) -> di
                 continue
             prediction = predict_latency(twins.median, calibration, mode, batch)["latency_s"]
             q1 = predict_latency(twins.q1, calibration, mode, batch)["latency_s"]
-            out[mode][str(batch)] = {"ratio": prediction / measured["median_s"], "predicted_s": prediction,
-                                     "measured_s": measured["median_s"], "ratio_q1": q1 / measured["q1_s"],
-                                     "ratio_paired": twins.paired[str(batch)][mode]}
+            out[mode][str(batch)] = {"ratio": twins.paired[str(batch)][mode], "predicted_s": prediction,
+                                     "measured_s": measured["median_s"],
+                                     "ratio_of_medians": prediction / measured["median_s"],
+                                     "ratio_q1": q1 / measured["q1_s"]}
     return out
 
 
