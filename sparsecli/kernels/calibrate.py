@@ -6,7 +6,8 @@ locality) and the same number of stored weights in the same structure, with rand
 (seed 0) fed random inputs, built and dispatched by the sparse engines themselves
 (``Network.sparse``, so whatever kernel an engine picks for that layer is the one timed;
 dense mode: the torch ops of ``DenseEngine`` / ``DenseCNNEngine``, one by one) -- the
-layer-wise latency lookup table of hardware-aware architecture search (FBNet, ProxylessNAS). Nothing of the scored network's own weights, inputs or timings enters:
+layer-wise latency lookup table of hardware-aware architecture search (FBNet, ProxylessNAS).
+Nothing of the scored network's own weights, inputs or timings enters:
 
     twin weight   unstructured / dense: the layer's non-zero count, at uniformly random places
                   16x1 blocks (``formats.detect_structure``): its kept-block count at random
@@ -182,7 +183,8 @@ def _sparse_steps(engine):
 class LayerClock:
     """One mode's engine run as the engine runs it, layer by layer, with each layer's time recorded.
 
-    A zero-argument callable for ``interleaved_timings`` (``warmup`` untimed calls, then samples
+    ``run_layers()`` runs the network once and returns (seconds per layer, its output). The clock
+    is a zero-argument callable for ``interleaved_timings`` (``warmup`` untimed calls, then samples
     of ``inner`` calls): ``layers_s()`` is, per layer, the median over samples of the layer's mean
     time per call within the sample, the statistic the benchmark takes of a whole network. Each
     layer thus runs in the network's own sequence (its cache state, its inputs) and the sum of
@@ -192,9 +194,11 @@ class LayerClock:
     def __init__(self, run_layers, n_layers: int, warmup: int, inner: int):
         self._run, self.n_layers, self.warmup, self.inner = run_layers, n_layers, warmup, inner
         self.calls: list[list[float]] = []
+        self.output = None  # the last call's result (the rows of every chunk), to check against the engine
 
     def __call__(self):
-        self.calls.append(self._run())
+        times, self.output = self._run()
+        self.calls.append(times)
 
     def samples(self) -> np.ndarray:
         """``[sample, layer]``: each layer's mean seconds per call in each timed sample, in order."""
@@ -225,7 +229,7 @@ def layer_clocks(net, x, warmup: int = 3, inner: int = 1) -> dict:
                 t0 = clock()
                 h = step(h)
                 times.append(clock() - t0)
-        return times
+        return times, h
 
     clocks = {"dense": LayerClock(dense_layers, len(steps), warmup, inner)}
     for mode, activations in (("sparse-dense", "dense"), ("sparse-sparse", "sparse")):
@@ -235,7 +239,7 @@ def layer_clocks(net, x, warmup: int = 3, inner: int = 1) -> dict:
         calls = _sparse_steps(engine)
 
         def sparse_layers(chunks=chunks, calls=calls):
-            times = [0.0] * len(calls)
+            times, outs = [0.0] * len(calls), []
             for h in chunks:
                 for i, (layer, densify, reuse) in enumerate(calls):
                     t0 = clock()
@@ -243,7 +247,8 @@ def layer_clocks(net, x, warmup: int = 3, inner: int = 1) -> dict:
                     if densify is not None:
                         h = densify(*h)
                     times[i] += clock() - t0
-            return times
+                outs.append(h)
+            return times, outs
 
         clocks[mode] = LayerClock(sparse_layers, len(calls), warmup, inner)
     return clocks

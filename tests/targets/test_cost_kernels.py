@@ -5,7 +5,7 @@ import pytest
 
 from sparsecli.kernels.calibrate import LayerClock, describe_network, layer_clocks, twin_network, twin_weight
 from sparsecli.kernels.formats import detect_structure
-from sparsecli.kernels.measure import mask, reference_cnn
+from sparsecli.kernels.measure import mask, reference_cnn, reference_mlp
 from sparsecli.targets.cost_kernels import predict_latency
 
 
@@ -43,7 +43,7 @@ def test_predicted_latency_is_the_engine_call_plus_its_layers():
 
 def test_a_layer_clock_takes_the_median_of_per_sample_means_after_warmup():
     times = iter([[9.0, 9.0]] * 2 + [[1.0, 2.0], [3.0, 2.0]] * 3 + [[100.0, 2.0], [100.0, 2.0]])
-    clock = LayerClock(lambda: next(times), n_layers=2, warmup=2, inner=2)
+    clock = LayerClock(lambda: (next(times), None), n_layers=2, warmup=2, inner=2)
     for _ in range(10):
         clock()
     assert clock.layers_s() == [2.0, 2.0]  # samples (2, 2) x3 and (100, 2): the warm-up calls are dropped
@@ -57,10 +57,13 @@ def test_layer_clocks_time_every_layer_of_every_engine_of_a_cnn_twin():
     assert [np.count_nonzero(s.weight) for s in twin.linears] == [np.count_nonzero(s.weight) for s in net.linears]
     x = np.random.default_rng(1).standard_normal((9, twin.n_in)).astype(np.float32)  # two chunks of the CNN engine
     clocks = layer_clocks(twin, x, warmup=0, inner=1)
-    for clock in clocks.values():
+    expected = twin.dense(lowest_ties=True)(x)
+    for mode, clock in clocks.items():
         clock()
         assert len(clock.layers_s()) == len(describe_network(net)) == 4
         assert all(t > 0 for t in clock.layers_s())
+        out = clock.output.numpy() if mode == "dense" else np.concatenate(clock.output)
+        np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)  # the clock runs what the engine runs
 
 
 def test_the_paired_ratio_cancels_a_load_that_drifts_between_rounds():
@@ -69,7 +72,17 @@ def test_the_paired_ratio_cancels_a_load_that_drifts_between_rounds():
 
     slow = [1.0, 1.0, 3.0, 3.0, 3.0]  # the machine slows down after two rounds, for both
     it = iter([[0.0]] + [[0.5 * f] for f in slow])
-    clock = LayerClock(lambda: next(it), n_layers=1, warmup=1, inner=1)
+    clock = LayerClock(lambda: (next(it), None), n_layers=1, warmup=1, inner=1)
     for _ in range(6):
         clock()
     assert paired_ratio(clock, 0.0, summarize(slow)) == pytest.approx(0.5)
+
+
+def test_layer_clocks_run_what_an_mlp_engine_runs():
+    twin = twin_network(reference_mlp(0.9, 0.1, "blocks16"))
+    x = np.random.default_rng(1).standard_normal((3, twin.n_in)).astype(np.float32)
+    expected = twin.dense(lowest_ties=True)(x)
+    for mode, clock in layer_clocks(twin, x).items():
+        clock()
+        out = clock.output.numpy() if mode == "dense" else clock.output[0]
+        np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
