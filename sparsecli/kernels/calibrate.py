@@ -29,8 +29,11 @@ layer (8x8 dense, 32x32 at 25% sparse), median of interleaved samples:
     dense_call_s    DenseEngine of that layer minus torch_call_s (numpy <-> torch, inference mode)
     engine_call_s   SparseEngine of a 32x32 layer minus the layer's own call (input checks, buffers)
 
-``layer_clocks`` clocks a real network the same way: the diagnostic ``benchmarks/cost_layers.py``
-prints predicted beside measured per layer.
+``TwinTable`` holds a network's twin and, per batch, the table (medians, first quartiles) and
+the paired ratio per mode: the median over rounds of (call_s + the twin's layers in the round)
+/ the network's own sample in that round (``paired_ratio``). ``layer_clocks`` clocks a real
+network the same way: the diagnostic ``benchmarks/cost_layers.py`` prints predicted beside
+measured per layer.
 """
 
 from __future__ import annotations
