@@ -10,6 +10,7 @@ from conftest import snapshot
 from sparsecli.cli import app
 from sparsecli.params import load_params
 from sparsecli.stages import benchmark
+from sparsecli.targets.cost_kernels import MODES
 
 runner = CliRunner()
 
@@ -25,10 +26,14 @@ def test_pipeline_model_is_measured_against_dense(pipeline_dir):
     for row in end_to_end:
         assert row["speedup"]["sparse-sparse"] > 0 and row["ideal"]["sparse-sparse"] > 1
     assert {o["batch"] for o in entry["onnxruntime"]} == {1, 16}
+    ratios = entry["prediction_ratio"]  # the cost model beside each measurement, every mode and batch
+    assert {m: set(b) for m, b in ratios.items()} == {m: {"1", "16"} for m in MODES}
+    assert all(r[k] > 0 for b in ratios.values() for r in b.values() for k in ("ratio", "ratio_of_medians", "ratio_q1"))
     assert "cpu-local" in metrics["hardware_map"]
     assert "predicted_over_measured" in metrics["hardware_map"]["cpu-local"]
     assert (pipeline_dir / "reports" / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| this CPU, 1 thread | measured |" in (pipeline_dir / "reports" / "benchmark.md").read_text()
+    report = (pipeline_dir / "reports" / "benchmark.md").read_text()
+    assert "| this CPU, 1 thread | measured |" in report and "## Cost model vs measurement" in report
 
 
 def test_a_kernel_that_disagrees_gets_no_speedup(tmp_path, pipeline_dir, tiny_params, monkeypatch):

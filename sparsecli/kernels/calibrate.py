@@ -1,251 +1,128 @@
-"""The in-run microbenchmark behind ``sparsecli.targets.cost_kernels``, and the layer descriptions it reads.
+"""The in-run microbenchmark behind ``sparsecli.targets.cost_kernels``: per-layer latency tables.
 
-``calibrate(batches)`` times the engines' own pieces on synthetic layers (seed 0), each
-interleaved with the others, median of the samples, at every batch size asked for:
+A network's predicted latency is composed from its layers, each timed on a *synthetic twin*:
+a layer of the same geometry (shapes, kernel size, padding, stride, pooling, kWTA ``k`` and
+locality) and the same number of stored weights in the same structure, with random weights
+(seed 0) fed random inputs, built and dispatched by the sparse engines themselves
+(``Network.sparse``, so whatever kernel an engine picks for that layer is the one timed;
+dense mode: the torch ops of ``DenseEngine`` / ``DenseCNNEngine``, one by one) -- the
+layer-wise latency lookup table of hardware-aware architecture search (FBNet, ProxylessNAS).
+Nothing of the scored network's own weights, inputs or timings enters:
 
-    torch_call_s, dense_call_s   torch F.linear on 8x8; DenseEngine of that layer minus it
-    dense_points                 s per MAC of F.linear on a 256x256 weight (256 KiB, cache) and a
-                                 2048x2048 one (16 MiB, beyond the private caches)
-    topk_call_s, topk_s_per_unit torch topk + scatter on 64 and 2048 units
-    kernel_call_s, engine_call_s one sparse-dense call on a 32x32 layer; the engine around it
-    call_s, s_per_mac[kernel]    each kernel at two sizes, the line through them: sparse-dense
-                                 blocks16 / CSR on 256x256 and 1024x1024 at 10% density (dense
-                                 input), sparse-sparse blocks16 / CSC / dense columns with 10% of
-                                 inputs active; conv: dense input 16 -> 16 channels 3x3 on 8x8 and
-                                 16x16, sparse input (10% active) 16 -> 64 channels (unstructured
-                                 30%: the gather; 16x1 blocks 30%: the kept-block scatter);
-                                 torch's conv2d on the first
-    kwta_s_per_unit, scatter_s_per_unit, pool_s_per_unit   k_winners on 256 and 2048 units
-                                 (k = 10%), scattering them back, max-pool 2 of 14x14x64 and 28x28x64
+    twin weight   unstructured / dense: the layer's non-zero count, at uniformly random places
+                  16x1 blocks (``formats.detect_structure``): its kept-block count at random
+                  block places, its non-zeros at random inside them (so the engine packs the
+                  same stored entries and detects the same structure)
+    twin input    standard normal rows (``measure.network_input``, seed 1); each later layer
+                  gets what the twin's previous layer gives (kWTA winners of random weights)
+    layer time    the twin run by each mode's engine as the engine runs it, with a clock around
+                  each layer's calls (fused kWTA, densifying the winners in sparse-dense mode,
+                  pooling, a CNN's rows in the engine's chunks): per layer, the median over
+                  samples of its mean time per call within a sample of ``measure.INNER`` calls
+                  (``LayerClock``), the samples taken in the same interleaved rounds as the
+                  network's own measurement (``twin_companions``)
 
-Coefficients are seconds; the whole run takes about a second per batch size.
+``calibrate(batches)`` adds the per-call cost of the engines around their layers, on a tiny
+layer (8x8 dense, 32x32 at 25% sparse), median of interleaved samples:
+
+    torch_call_s    one F.linear call on 8x8
+    dense_call_s    DenseEngine of that layer minus torch_call_s (numpy <-> torch, inference mode)
+    engine_call_s   SparseEngine of a 32x32 layer minus the layer's own call (input checks, buffers)
+
+``TwinTable`` holds a network's twin and, per batch, the table (medians, first quartiles) and
+the paired ratio per mode: the median over rounds of (call_s + the twin's layers in the round)
+/ the network's own sample in that round (``paired_ratio``). ``layer_clocks`` clocks a real
+network the same way: the diagnostic ``benchmarks/cost_layers.py`` prints predicted beside
+measured per layer.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from sparsecli.kernels import conv as conv_mod
-from sparsecli.kernels import kwinners, sparse_dense, sparse_sparse
-from sparsecli.kernels.engine import DenseEngine, LayerSpec, SparseCNNEngine, SparseEngine, _Densify
-from sparsecli.kernels.formats import ColumnBlocks, ColumnCSC, DenseColumns, RowBlocks, RowCSR
+from sparsecli.kernels import kwinners, sparse_dense
+from sparsecli.kernels.engine import DenseEngine, LayerSpec, SparseEngine
+from sparsecli.kernels.formats import BLOCK, detect_structure
 from sparsecli.kernels.timing import interleaved_timings
 
-_KERNEL = {RowBlocks: "sd-blocks", RowCSR: "sd-csr", ColumnBlocks: "ss-blocks", ColumnCSC: "ss-csc",
-           DenseColumns: "ss-dense"}
+MODES = ("dense", "sparse-dense", "sparse-sparse")
 
 
-def _kernel_of(layer) -> tuple[str, float]:
-    """(kernel name, stored multiply-adds per row) of a prepared linear layer."""
-    p = layer.packed
-    if isinstance(layer, sparse_sparse.SparseInputLayer):
-        return _KERNEL[type(p)], p.nnz_stored / p.n_in * (layer.active or p.n_in)
-    name = _KERNEL.get(type(p), "torch")
-    return name, float(p.nnz_stored)
+def twin_weight(rng, weight: np.ndarray) -> np.ndarray:
+    """Random float32 weight of ``weight``'s shape with its non-zero count and 16x1 kept-block count
+    (the weight's rows = output units; further axes, e.g. a conv's taps, flattened as columns)."""
+    w = np.asarray(weight)
+    flat = w.reshape(w.shape[0], -1)
+    n_out, n_in = flat.shape
+    nnz = int(np.count_nonzero(flat))
+    keep = np.zeros(flat.size, bool)
+    if detect_structure(flat) == "blocks16":
+        kept = (np.pad(flat != 0, ((0, -n_out % BLOCK), (0, 0))).reshape(-1, BLOCK, n_in)).any(axis=1)
+        blocks = np.zeros(kept.size, bool)
+        blocks[rng.choice(kept.size, int(kept.sum()), replace=False)] = True
+        capacity = np.repeat(blocks.reshape(kept.shape), BLOCK, axis=0)[:n_out].reshape(-1)
+        places = np.flatnonzero(capacity)
+        keep[rng.choice(places, min(nnz, len(places)), replace=False)] = True
+    else:
+        keep[rng.choice(flat.size, nnz, replace=False)] = True
+    fan_in = max(1.0, nnz / n_out)
+    values = rng.standard_normal(flat.size) / np.sqrt(fan_in)
+    return (values * keep).astype(np.float32).reshape(w.shape)
+
+
+def twin_network(net, seed: int = 0):
+    """``net`` (a ``measure.Network``) with every weight and bias replaced by a random twin."""
+    from sparsecli.kernels.measure import Network
+
+    rng = np.random.default_rng(seed)
+
+    def bias(n):
+        return (0.01 * rng.standard_normal(n)).astype(np.float32)
+
+    convs = [dataclasses.replace(s, weight=twin_weight(rng, s.weight), bias=bias(s.c_out)) for s in net.convs]
+    linears = [dataclasses.replace(s, weight=twin_weight(rng, s.weight), bias=bias(s.n_out)) for s in net.linears]
+    return Network(net.kind, f"twin of {net.label}", linears, convs, net.input_shape)
 
 
 def describe_network(net) -> list[dict]:
-    """Each layer of a ``measure.Network`` as ``cost_kernels`` sees it, for both sparse modes."""
-    sd = net.sparse("dense")
-    ss = net.sparse("sparse")
-    rows = []
-    if net.convs:
-        shape = net.input_shape
-        for spec, l_sd, l_ss in zip(net.convs, sd.conv_layers, ss.conv_layers):
-            ho, wo = l_ss.conv_hw
-            taps = spec.weight.shape[2] * spec.weight.shape[3]
-            conv_units = ho * wo * spec.c_out
-            out = spec.out_shape(shape)
-            kwta_units = int(np.prod(out)) if spec.pool_first else conv_units
-            work_sd = l_sd.packed.nnz_stored * ho * wo
-            if l_ss.sparse_input and l_ss._blocks is not None:
-                active = shape[0] * shape[1] * shape[2] * _active_fraction(rows)
-                work_ss, kernel_ss = active * conv_blocks_work(l_ss), "conv-sparse-blocks"
-            elif l_ss.sparse_input:
-                active = shape[0] * shape[1] * shape[2] * _active_fraction(rows)
-                work_ss, kernel_ss = active * taps * spec.c_out, "conv-sparse"
-            else:
-                work_ss, kernel_ss = work_sd, "conv-dense"
-            rows.append({"kind": "conv", "n_in": spec.weight[0].size, "n_out": spec.c_out, "k": spec.k,
-                         "dense_macs": spec.dense_macs(shape), "conv_units": conv_units, "pool": spec.pool,
-                         "units_out": int(np.prod(out)), "kwta_units": kwta_units,
-                         "active_out": (spec.k * (out[1] * out[2] if spec.local else 1)) if spec.k else None,
-                         "kernel_sd": "conv-dense", "work_sd": work_sd, "kernel_ss": kernel_ss, "work_ss": work_ss})
-            shape = out
-        tails = (sd.tail, ss.tail)
-    else:
-        tails = (sd, ss)
-    n_lin = len(tails[1].prepared)
-    for i in range(n_lin):
-        (l_sd, _), (l_ss, _) = tails[0].prepared[i], tails[1].prepared[i]
-        k_sd, w_sd = _kernel_of(l_sd)
-        k_ss, w_ss = _kernel_of(l_ss)
-        rows.append({"kind": "linear", "n_in": l_ss.n_in, "n_out": l_ss.n_out, "k": l_ss.k,
-                     "units_out": l_ss.n_out, "kwta_units": l_ss.n_out, "active_out": l_ss.k,
-                     "kernel_sd": k_sd, "work_sd": w_sd, "kernel_ss": k_ss, "work_ss": w_ss,
-                     "last": i == n_lin - 1})
-    return rows
-
-
-def conv_blocks_work(layer) -> float:
-    """Multiply-adds one active input costs the kept-block sparse-input conv: its channel's kept
-    blocks over every tap (margin taps included), 16 each."""
-    ch_ptr = layer._blocks[0]
-    return 16.0 * float(ch_ptr[-1]) / (len(ch_ptr) - 1)
-
-
-def _active_fraction(rows: list[dict]) -> float:
-    last = rows[-1]
-    return min(1.0, last["active_out"] / last["units_out"]) if last.get("active_out") else 1.0
-
-
-def _rng_weight(rng, n_out, n_in, density, structure):
-    from sparsecli.kernels.measure import mask
-
-    m = mask(rng, n_out, n_in, density, structure)
-    return (rng.standard_normal((n_out, n_in)) * m).astype(np.float32)
-
-
-def _fit(t_small: float, t_large: float, w_small: float, w_large: float) -> tuple[float, float]:
-    """(call seconds, seconds per unit of work) through two timings of the same kernel."""
-    slope = max(t_large - t_small, 0.0) / (w_large - w_small)
-    return max(t_small - slope * w_small, 0.0), slope
+    """Each layer's geometry and the kernel each sparse engine runs it with (``engine.describe``)."""
+    sd, ss = net.sparse("dense").describe(), net.sparse("sparse").describe()
+    return [{"shape": list(a["shape"]), "density": a["density"], "k": a["k"],
+             "sparse-dense": f"{a['kernel']} {a['format']}", "sparse-sparse": f"{b['kernel']} {b['format']}"}
+            for a, b in zip(sd, ss)]
 
 
 def calibrate(batches, repeats: int = 15) -> dict:
-    """Coefficients for ``cost_kernels.predict_latency``, keyed by batch size (as a string).
-
-    Each kernel is timed at two sizes; the line through them gives its per-call seconds
-    (``call_s``) and its seconds per multiply-add (``s_per_mac``) or per unit.
-    """
+    """The engines' per-call costs around their layers, keyed by batch size (as a string)."""
     import torch
     import torch.nn.functional as F
 
+    from sparsecli.kernels.measure import INNER
+
     rng = np.random.default_rng(0)
     tiny = LayerSpec(rng.standard_normal((8, 8)).astype(np.float32))
-    small_w = torch.from_numpy(rng.standard_normal((256, 256)).astype(np.float32))
-    large_w = torch.from_numpy(rng.standard_normal((2048, 2048)).astype(np.float32))
-    w32 = _rng_weight(rng, 32, 32, 0.25, "unstructured")
-    sizes = (256, 1024)
-    sd_layers, ss_layers = {}, {}
-    for n in sizes:
-        sd_layers[("sd-blocks", n)] = sparse_dense.prepare(_rng_weight(rng, n, n, 0.1, "blocks16"), structure="blocks16")
-        sd_layers[("sd-csr", n)] = sparse_dense.prepare(_rng_weight(rng, n, n, 0.1, "unstructured"),
-                                                        structure="unstructured")
-        active = n // 10
-        ss_layers[("ss-blocks", n)] = sparse_sparse.prepare(_rng_weight(rng, n, n, 0.1, "blocks16"), structure="blocks16",
-                                                            active=active)
-        ss_layers[("ss-csc", n)] = sparse_sparse.prepare(_rng_weight(rng, n, n, 0.1, "unstructured"),
-                                                         structure="unstructured", active=active)
-        ss_layers[("ss-dense", n)] = sparse_sparse.prepare(rng.standard_normal((16, n)).astype(np.float32),
-                                                           structure="dense", active=active)
-    cw = (rng.standard_normal((16, 16, 3, 3)) * (rng.random((16, 16, 3, 3)) < 0.5)).astype(np.float32)
-    cspec = conv_mod.ConvSpec(cw, padding=1)
-    # Sparse-input convs at 64 output channels, the width sparse CNNs use (the gather kernel's cost
-    # per multiply-add falls with the channels it holds in registers): unstructured weights (the
-    # dense-vector gather) and 16x1 blocks (the kept-block scatter).
-    cw64 = (rng.standard_normal((64, 16, 3, 3)) * (rng.random((64, 16, 3, 3)) < 0.3)).astype(np.float32)
-    keep = np.repeat(rng.random((4, 16, 3, 3)) < 0.3, 16, axis=0)
-    cw64b = (rng.standard_normal((64, 16, 3, 3)) * keep).astype(np.float32)
-    convs = {m: (conv_mod.prepare(cspec, (16, m, m)),
-                 conv_mod.prepare(conv_mod.ConvSpec(cw64, padding=1), (16, m, m), sparse_input=True),
-                 conv_mod.prepare(conv_mod.ConvSpec(cw64b, padding=1), (16, m, m), sparse_input=True))
-             for m in (8, 16)}
-    torch_cw = torch.from_numpy(cw)
+    w32 = (rng.standard_normal((32, 32)) * (rng.random((32, 32)) < 0.25)).astype(np.float32)
+    dense_tiny = DenseEngine([tiny])
+    sd32 = sparse_dense.prepare(w32, structure="unstructured")
+    eng32 = SparseEngine.from_layers([LayerSpec(w32)], "unstructured")
     out = {}
     for batch in sorted(set(int(b) for b in batches)):
-        def randn(*shape):
-            return rng.standard_normal((batch, *shape)).astype(np.float32)
+        x8 = torch.from_numpy(rng.standard_normal((batch, 8)).astype(np.float32))
+        x32 = rng.standard_normal((batch, 32)).astype(np.float32)
+        w8 = torch.from_numpy(tiny.weight)
 
-        x8, x256, x2048 = (torch.from_numpy(randn(n)) for n in (8, 256, 2048))
-        xs = {n: randn(n) for n in sizes}
-        acts = {n: kwinners.k_winners(xs[n], n // 10) for n in sizes}
-        t64 = torch.from_numpy(randn(64))
-        rows = {n: randn(n) for n in (256, 2048)}
-        wins = {n: kwinners.k_winners(rows[n], n // 10) for n in (256, 2048)}
-        scat = {n: np.empty((batch, n), np.float32) for n in (256, 2048)}
-        maps = {m: randn(16 * m * m) for m in (8, 16)}
-        maps_t = {m: torch.from_numpy(maps[m].reshape(batch, 16, m, m)) for m in (8, 16)}
-        cacts = {m: kwinners.k_winners(maps[m], 16 * m * m // 10) for m in (8, 16)}
-        pool_in = {m: randn(m * m * 64) for m in (14, 28)}
-        pool_out = {m: np.empty((batch, (m // 2) ** 2 * 64), np.float32) for m in (14, 28)}
-        dense_tiny = DenseEngine([tiny])
-        sd32 = sparse_dense.prepare(w32, structure="unstructured")
-        eng32 = SparseEngine.from_layers([LayerSpec(w32)], "unstructured")
-        x32 = randn(32)
+        def torch8(x8=x8):
+            with torch.inference_mode():
+                return F.linear(x8, w8)
 
-        def lin(x, w):
-            def run():
-                with torch.inference_mode():
-                    return F.linear(x, w)
-            return run
-
-        fns = {
-            "torch8": lin(x8, torch.from_numpy(tiny.weight)), "dense_engine8": lambda: dense_tiny(x8.numpy()),
-            "torch256": lin(x256, small_w), "torch2048": lin(x2048, large_w),
-            "topk64": lambda: kwinners.kwta_dense_torch(t64, 6),
-            "topk2048": lambda: kwinners.kwta_dense_torch(x2048, 205),
-            "sd32": lambda: sd32(x32, reuse=True), "engine32": lambda: eng32(x32),
-        }
-        for n in (256, 2048):
-            fns[f"kwta{n}"] = lambda n=n: kwinners.k_winners(rows[n], n // 10)
-            fns[f"scatter{n}"] = lambda n=n, d=_Densify(n): d(*wins[n])
-        for m in (14, 28):
-            fns[f"pool{m}"] = lambda m=m: conv_mod._max_pool(pool_in[m], m, m, 64, 2, pool_out[m])
-        for m, (dense_in, sparse_in, blocks_in) in convs.items():
-            fns[f"conv-dense{m}"] = lambda m=m, layer=dense_in: layer(maps[m], reuse=True)
-            fns[f"conv-sparse{m}"] = lambda m=m, layer=sparse_in: layer(cacts[m], reuse=True)
-            fns[f"conv-sparse-blocks{m}"] = lambda m=m, layer=blocks_in: layer(cacts[m], reuse=True)
-            fns[f"conv-torch{m}"] = lambda m=m: F.conv2d(maps_t[m], torch_cw, padding=1)
-        for (name, n), layer in sd_layers.items():
-            fns[f"{name}{n}"] = lambda layer=layer, n=n: layer(xs[n], reuse=True)
-        for (name, n), layer in ss_layers.items():
-            fns[f"{name}{n}"] = lambda layer=layer, n=n: layer(*acts[n], reuse=True, checked=True)
-        # Bursts of back-to-back calls as the benchmark times them (its INNER), and the probes
-        # that sweep the caches (16 MiB weights, the larger sizes) in a group of their own, so
-        # the small calls are timed warm, as they run inside a network.
-        from sparsecli.kernels.measure import INNER
-
+        fns = {"torch8": torch8, "dense_engine8": lambda x8=x8: dense_tiny(x8.numpy()),
+               "sd32": lambda x32=x32: sd32(x32, reuse=True), "engine32": lambda x32=x32: eng32(x32)}
         inner = INNER.get(batch, max(1, 64 // batch))
-        large = {k for k in fns if k in ("torch2048", "topk2048", "kwta2048", "scatter2048", "pool28")
-                 or k.endswith(("1024", "16"))}
-        t = {}
-        with torch.inference_mode():
-            for group in ({k: f for k, f in fns.items() if k not in large}, {k: f for k, f in fns.items() if k in large}):
-                t |= {k: v.median_s for k, v in interleaved_timings(group, repeats=repeats, warmup=2, inner=inner).items()}
-        call = t["torch8"]
-        c = {
-            "torch_call_s": call,
-            "dense_call_s": max(0.0, t["dense_engine8"] - call),
-            "dense_points": [[256 * 256 * 4, max(t["torch256"] - call, 1e-12) / (256 * 256 * batch)],
-                             [2048 * 2048 * 4, max(t["torch2048"] - call, 1e-12) / (2048 * 2048 * batch)]],
-            "engine_call_s": max(0.0, t["engine32"] - t["sd32"]),
-            "call_s": {}, "s_per_mac": {},
-        }
-        c["topk_call_s"], c["topk_s_per_unit"] = _fit(t["topk64"], t["topk2048"], 64 * batch, 2048 * batch)
-        _, c["kwta_s_per_unit"] = _fit(t["kwta256"], t["kwta2048"], 256 * batch, 2048 * batch)
-        c["scatter_call_s"], c["scatter_s_per_unit"] = _fit(t["scatter256"], t["scatter2048"], 256 * batch,
-                                                             2048 * batch)
-        _, c["pool_s_per_unit"] = _fit(t["pool14"], t["pool28"], 14 * 14 * 64 * batch, 28 * 28 * 64 * batch)
-        for name in ("sd-blocks", "sd-csr"):
-            w = [sd_layers[(name, n)].packed.nnz_stored * batch for n in sizes]
-            c["call_s"][name], c["s_per_mac"][name] = _fit(t[f"{name}{sizes[0]}"], t[f"{name}{sizes[1]}"], *w)
-        for name in ("ss-blocks", "ss-csc", "ss-dense"):
-            w = [ss_layers[(name, n)].packed.nnz_stored / n * (n // 10) * batch for n in sizes]
-            c["call_s"][name], c["s_per_mac"][name] = _fit(t[f"{name}{sizes[0]}"], t[f"{name}{sizes[1]}"], *w)
-        for kind in ("dense", "sparse", "sparse-blocks", "torch"):
-            if kind == "dense":
-                w = [convs[m][0].packed.nnz_stored * m * m * batch for m in (8, 16)]
-            elif kind == "sparse":
-                w = [(16 * m * m // 10) * 9 * 64 * batch for m in (8, 16)]
-            elif kind == "sparse-blocks":
-                w = [(16 * m * m // 10) * conv_blocks_work(convs[m][2]) * batch for m in (8, 16)]
-            else:
-                w = [m * m * cw[0].size * 16 * batch for m in (8, 16)]
-            c["call_s"][f"conv-{kind}"], c["s_per_mac"][f"conv-{kind}"] = _fit(t[f"conv-{kind}8"], t[f"conv-{kind}16"], *w)
-        c["kernel_call_s"] = c["call_s"]["sd-csr"]
-        c["measured_s"] = t
-        out[str(batch)] = c
+        t = {k: v.median_s for k, v in interleaved_timings(fns, repeats=repeats, warmup=2, inner=inner).items()}
+        out[str(batch)] = {"torch_call_s": t["torch8"], "dense_call_s": max(0.0, t["dense_engine8"] - t["torch8"]),
+                           "engine_call_s": max(0.0, t["engine32"] - t["sd32"])}
     return out
 
 
@@ -261,3 +138,173 @@ def average(calibrations: list[dict]) -> dict:
         return sum(values) / len(values)
 
     return {b: mean([c[b] for c in calibrations]) for b in calibrations[0]}
+
+
+def _dense_steps(net, x):
+    """Dense torch's work per layer (the ``describe_network`` order), each as a function of its input."""
+    import torch
+    import torch.nn.functional as F
+
+    from sparsecli.kernels.engine import _conv_kwta_torch
+
+    steps = []
+    for s in net.convs:
+        w, b = torch.from_numpy(s.weight), torch.from_numpy(s.bias)
+
+        def conv(h, s=s, w=w, b=b):
+            h = F.conv2d(h, w, b, stride=s.stride, padding=s.padding)
+            if s.pool_first and s.pool > 1:
+                h = F.max_pool2d(h, s.pool)
+            if s.k is not None:
+                h = _conv_kwta_torch(h, s.k, s.local)
+            elif s.relu:
+                h = torch.relu(h)
+            if not s.pool_first and s.pool > 1:
+                h = F.max_pool2d(h, s.pool)
+            return h
+        steps.append(conv)
+    for i, s in enumerate(net.linears):
+        w, b = torch.from_numpy(s.weight), None if s.bias is None else torch.from_numpy(s.bias)
+
+        def lin(h, s=s, w=w, b=b, first=i == 0 and bool(net.convs)):
+            h = F.linear(h.flatten(1) if first else h, w, b)
+            return kwinners.kwta_dense_torch(h, s.k) if s.k is not None else h
+        steps.append(lin)
+    h0 = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    return steps, (h0.reshape(len(x), *net.input_shape) if net.convs else h0)
+
+
+def _sparse_steps(engine):
+    """The sparse engine's calls per layer: (layer, densify or None, reuse, sparse input?)."""
+    convs = list(zip(getattr(engine, "conv_layers", []), getattr(engine, "_densify", [])))
+    tail = engine.tail if convs else engine
+    last = len(tail.prepared) - 1
+    steps = [(layer, d, True) for layer, d in convs]
+    return steps + [(layer, d, i < last) for i, (layer, d) in enumerate(tail.prepared)]
+
+
+class LayerClock:
+    """One mode's engine run as the engine runs it, layer by layer, with each layer's time recorded.
+
+    ``run_layers()`` runs the network once and returns (seconds per layer, its output). The clock
+    is a zero-argument callable for ``interleaved_timings`` (``warmup`` untimed calls, then samples
+    of ``inner`` calls): ``layers_s()`` is, per layer, the median over samples of the layer's mean
+    time per call within the sample, the statistic the benchmark takes of a whole network. Each
+    layer thus runs in the network's own sequence (its cache state, its inputs) and the sum of
+    the layers is the network's own time less the engine's call overhead.
+    """
+
+    def __init__(self, run_layers, n_layers: int, warmup: int, inner: int):
+        self._run, self.n_layers, self.warmup, self.inner = run_layers, n_layers, warmup, inner
+        self.calls: list[list[float]] = []
+        self.output = None  # the last call's result (the rows of every chunk), to check against the engine
+
+    def __call__(self):
+        times, self.output = self._run()
+        self.calls.append(times)
+
+    def samples(self) -> np.ndarray:
+        """``[sample, layer]``: each layer's mean seconds per call in each timed sample, in order."""
+        timed = np.asarray(self.calls[self.warmup :], dtype=np.float64)
+        n = len(timed) // self.inner * self.inner
+        if n == 0:
+            raise ValueError("no timed samples recorded (call the clock through interleaved_timings first)")
+        return timed[:n].reshape(-1, self.inner, self.n_layers).mean(axis=1)
+
+    def layers_s(self, quantile: float = 0.5) -> list[float]:
+        """Per layer, the ``quantile`` (default the median) over samples of its mean time per call."""
+        return [float(v) for v in np.quantile(self.samples(), quantile, axis=0)]
+
+
+def layer_clocks(net, x, warmup: int = 3, inner: int = 1) -> dict:
+    """``{mode: LayerClock}`` for ``net``'s three engines on input ``x`` (a CNN engine's rows in its chunks)."""
+    import time
+
+    import torch
+
+    clock = time.perf_counter
+    steps, h0 = _dense_steps(net, x)
+
+    def dense_layers():
+        times, h = [], h0
+        with torch.inference_mode():
+            for step in steps:
+                t0 = clock()
+                h = step(h)
+                times.append(clock() - t0)
+        return times, h
+
+    clocks = {"dense": LayerClock(dense_layers, len(steps), warmup, inner)}
+    for mode, activations in (("sparse-dense", "dense"), ("sparse-sparse", "sparse")):
+        engine = net.sparse(activations)
+        chunk = engine.CHUNK if net.convs else len(x)
+        chunks = [np.ascontiguousarray(x[r : r + chunk]) for r in range(0, len(x), chunk)]
+        calls = _sparse_steps(engine)
+
+        def sparse_layers(chunks=chunks, calls=calls):
+            times, outs = [0.0] * len(calls), []
+            for h in chunks:
+                for i, (layer, densify, reuse) in enumerate(calls):
+                    t0 = clock()
+                    h = _call(layer, h, reuse)
+                    if densify is not None:
+                        h = densify(*h)
+                    times[i] += clock() - t0
+                outs.append(h)
+            return times, outs
+
+        clocks[mode] = LayerClock(sparse_layers, len(calls), warmup, inner)
+    return clocks
+
+
+def _call(layer, h, reuse: bool):
+    if isinstance(h, tuple) and hasattr(layer, "n_in"):  # a linear layer fed winners
+        return layer(*h, reuse=reuse, checked=True)
+    return layer(h, reuse=reuse)
+
+
+def twin_companions(twin, batch: int):
+    """The twin's ``layer_clocks`` at ``batch``, to be timed interleaved with a measurement of the
+    network itself (``measure.Companions``: the same rounds, so the same load on the machine);
+    ``table_entry`` reads their layer times afterwards."""
+    from sparsecli.kernels.measure import INNER, Companions, network_input
+
+    inner = INNER.get(batch, max(1, 64 // batch))
+    return Companions(layer_clocks(twin, network_input(twin, batch), warmup=3, inner=inner))
+
+
+def paired_ratio(clock: LayerClock, call_s: float, measured) -> float:
+    """Median over rounds of (call_s + the twin's layers in the round) / the network's sample in the
+    same round (``measured``: its ``TimingStats``): a drift of the load between rounds cancels."""
+    predicted = call_s + clock.samples().sum(axis=1)
+    n = min(len(predicted), len(measured.samples_s))
+    return float(np.median(predicted[:n] / np.asarray(measured.samples_s[:n])))
+
+
+def table_entry(companions, quantile: float = 0.5) -> dict:
+    """``{mode: [s per layer]}`` from timed ``twin_companions`` (the ``quantile`` of each layer's samples)."""
+    return {mode: companions.fns[mode].layers_s(quantile) for mode in MODES}
+
+
+class TwinTable:
+    """A network's synthetic twin and what timing it beside the network gave, per batch (as a
+    string): the layer table (``median``, first quartiles ``q1``) and ``paired`` ratios per mode."""
+
+    def __init__(self, net):
+        self.twin = twin_network(net)
+        self.median: dict = {}
+        self.q1: dict = {}
+        self.paired: dict = {}
+
+    def companions(self, batch: int):
+        return twin_companions(self.twin, batch)
+
+    def record(self, batch: int, companions, times: dict, calibration: dict) -> None:
+        """Read timed ``companions``; ``times``: the network's own ``TimingStats`` per mode, same rounds."""
+        from sparsecli.targets.cost_kernels import call_s
+
+        batch = str(batch)
+        self.median[batch] = table_entry(companions)
+        self.q1[batch] = table_entry(companions, 0.25)
+        self.paired[batch] = {m: paired_ratio(companions.fns[m], call_s(calibration[batch], m), times[m])
+                              if times.get(m) else None for m in MODES}

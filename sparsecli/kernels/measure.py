@@ -85,9 +85,21 @@ def checked(fn, reference, label: str, failures: list):
     return None
 
 
-def time_contenders(fns: dict, repeats: int, inner: int) -> dict:
+@dataclass
+class Companions:
+    """Callables timed in the same interleaved rounds as a measurement's contenders (so under the
+    same load), reported apart in ``stats`` (name -> ``TimingStats``): the cost model's layer table."""
+
+    fns: dict
+    stats: dict | None = None
+
+
+def time_contenders(fns: dict, repeats: int, inner: int, companions: Companions | None = None) -> dict:
     live = {name: fn for name, fn in fns.items() if fn is not None}
-    stats = interleaved_timings(live, repeats=repeats, warmup=3, inner=inner)
+    extra = {f"companion {k}": f for k, f in companions.fns.items()} if companions else {}
+    stats = interleaved_timings(live | extra, repeats=repeats, warmup=3, inner=inner)
+    if companions:
+        companions.stats = {k: stats[f"companion {k}"] for k in companions.fns}
     return {name: stats.get(name) for name in fns}
 
 
@@ -95,8 +107,10 @@ def reference_input(batch: int, features: int = SIZES[0]) -> np.ndarray:
     return np.random.default_rng(1).standard_normal((batch, features)).astype(np.float32)
 
 
-def bench_setting(specs, label, ad, x, threads, repeats, inner, failures) -> list[Row]:
-    """Rows for one network, input ``x`` (its batch size) and thread count; see the module docstring."""
+def bench_setting(specs, label, ad, x, threads, repeats, inner, failures,
+                  companions: Companions | None = None) -> list[Row]:
+    """Rows for one network, input ``x`` (its batch size) and thread count; see the module docstring.
+    ``companions`` are timed interleaved with the end-to-end contenders."""
     set_threads(threads)
     batch = len(x)
     tag = f"{label} b{batch} t{threads}"
@@ -185,7 +199,7 @@ def bench_setting(specs, label, ad, x, threads, repeats, inner, failures) -> lis
     macs_sd = sum(m * s.density for m, s in zip(macs, specs))
     acts = [1.0] + [s.k / s.n_out for s in specs[:-1]]
     macs_ss = sum(m * s.density * a for m, s, a in zip(macs, specs, acts))
-    stats = time_contenders(fns, repeats, inner)
+    stats = time_contenders(fns, repeats, inner, companions)
     rows.append(Row(label, batch, threads, "end-to-end (incl. kWTA)", sum(macs) / macs_sd, sum(macs) / macs_ss, stats))
     return rows
 
@@ -326,13 +340,15 @@ def rounded_network(net: Network, precision: str) -> Network:
 
 
 def bench_network(net: Network, x: np.ndarray, threads: int, repeats: int, inner: int, failures: list,
-                  agreement_x: np.ndarray | None = None, precision: str = "fp32") -> dict:
+                  agreement_x: np.ndarray | None = None, precision: str = "fp32",
+                  companions: Companions | None = None) -> dict:
     """End to end (kWTA included): dense torch, sparse-dense and sparse-sparse, checked first.
 
     Returns times per contender (``TimingStats`` or None), speedups, the ideal speedups and
     ``argmax_agreement`` of sparse-sparse against dense on ``agreement_x`` (default ``x``).
     fp32 engines must match dense within ``check_against_dense``'s tolerance or get no timing;
     bf16 ones are timed and their argmax agreement reported (goal: ``BF16_MIN_AGREEMENT``).
+    ``companions`` are timed interleaved with the contenders.
     """
     set_threads(threads)
     tag = f"{net.label} {precision} b{len(x)} t{threads}"
@@ -348,7 +364,7 @@ def bench_network(net: Network, x: np.ndarray, threads: int, repeats: int, inner
             fns[mode] = checked(lambda e=engine: e(x), reference, f"{tag} end-to-end {mode}", failures)
             continue
         fns[mode] = lambda e=engine: e(x)  # timed whatever its agreement: the row reports both
-    stats = time_contenders(fns, repeats, inner)
+    stats = time_contenders(fns, repeats, inner, companions)
     reference_ax = checker(ax)
     agreement = argmax_agreement(engines["sparse-sparse"](ax), reference_ax)
     ideal = net.ideal()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,7 @@ class TimingStats:
     q1_s: float
     q3_s: float
     n: int
+    samples_s: tuple = field(default=(), repr=False, compare=False)  # in the order taken (round by round)
 
     @property
     def iqr_s(self) -> float:
@@ -39,7 +40,7 @@ def summarize(samples_s) -> TimingStats:
     if a.ndim != 1 or a.size == 0:
         raise ValueError("need a non-empty 1-D sequence of timings")
     q1, med, q3 = np.percentile(a, [25, 50, 75])
-    return TimingStats(float(med), float(q1), float(q3), int(a.size))
+    return TimingStats(float(med), float(q1), float(q3), int(a.size), tuple(float(v) for v in a))
 
 
 def speedup(baseline: TimingStats, other: TimingStats) -> float:

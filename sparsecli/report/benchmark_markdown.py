@@ -68,11 +68,14 @@ def markdown(metrics: dict) -> str:
     ratios = [(label, e["prediction_ratio"]) for label, e in metrics["networks"].items() if e.get("prediction_ratio")]
     if ratios:
         lines += ["## Cost model vs measurement (cpu-local kernel model, 1 thread)", "",
-                  "Predicted / measured end-to-end latency (`sparsecli.targets.cost_kernels`, calibrated in this run).",
+                  "Predicted / measured end-to-end latency: the median of the ratios within each interleaved "
+                  "round (the ratio of the medians in brackets); `sparsecli.targets.cost_kernels`, each layer "
+                  "timed on a synthetic twin in this run.",
                   "", "| network | batch | dense | sparse-dense | sparse-sparse |", "|---|---|---|---|---|"]
         for label, ratio in ratios:
             for batch in ratio["dense"]:
-                cells = [f"{ratio[m][batch]['ratio']:.2f}" if ratio[m].get(batch) else "–" for m in MODES]
+                cells = [f"{ratio[m][batch]['ratio']:.2f} ({ratio[m][batch].get('ratio_of_medians', float('nan')):.2f})"
+                         if ratio[m].get(batch) else "–" for m in MODES]
                 lines.append(f"| {label} | {batch} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"

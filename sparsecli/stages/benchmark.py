@@ -8,7 +8,9 @@ the reference GSC-sized MLP (1600-1500-1500-12, weights 90%/95% sparse, unstruct
 kernel's timing counts only after its output matched dense (``sparsecli.kernels.measure``).
 onnxruntime on the exported dense model (``exports/model.onnx``) is the "what you would
 otherwise deploy" baseline. The hardware-map predictions, when present, sit beside the
-measurements, each labelled measured/estimated/calibrated.
+measurements, each labelled measured/estimated/calibrated. The engines' own cost model
+(``targets.cost_kernels``) predicts each network's 1-thread latency from a synthetic twin's
+layers, timed in the same rounds as the network (``prediction_ratio`` per mode and batch).
 
 Writes ``metrics/benchmark.json``, ``reports/benchmark.md`` and ``reports/benchmark.png``.
 """
@@ -17,8 +19,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import numpy as np
 
 from sparsecli import checkpoint
 from sparsecli.atomic import json_text, write_all
@@ -76,13 +76,38 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
     failures: list[str] = []
     networks: dict[str, dict] = {}
 
-    # The cost model's coefficients, measured in this run at one thread (kernels.calibrate).
-    from sparsecli.kernels.calibrate import average, calibrate, describe_network
+    # The cost model (kernels.calibrate, at one thread): the engines' per-call costs, and each
+    # network's layers timed on its synthetic twin in the same interleaved rounds as the network's
+    # own 1-thread measurement (so under the same load).
+    from sparsecli.kernels.calibrate import TwinTable, average, calibrate
     from sparsecli.kernels.timing import set_threads
 
     progress.message("benchmark: calibrating the kernel cost model (microbenchmark)")
     set_threads(1)
     calibration = calibrate(batches)
+
+    def measure(net, label: str, x, threads_: int, twins: TwinTable, active: float = 1.0) -> list[dict]:
+        """Rows of one network at one batch and thread count; at 1 thread its twin's layers too."""
+        batch = len(x)
+        companions = twins.companions(batch) if threads_ == 1 else None
+        if net.kind == "mlp":
+            result = bench_setting(net.linears, label, active, x, threads_, bp.repeats, inner[batch], failures,
+                                   companions)
+            rows, times = [_row_dict(r) for r in result], result[-1].times
+        else:
+            result = bench_network(net, x, threads_, bp.repeats, inner[batch], failures, companions=companions)
+            rows, times = [_network_row(result, batch, threads_)], result["times"]
+        if companions:
+            twins.record(batch, companions, times, calibration)
+        return rows
+
+    def measure_all(net, label: str, inputs, active: float = 1.0) -> dict:
+        twins, rows = TwinTable(net), []
+        for batch in batches:
+            for t in threads:
+                progress.message(f"benchmark: {label}, batch {batch}, {t} thread(s)")
+                rows += measure(net, label, inputs(batch), t, twins, active)
+        return {"rows": rows, "twins": twins}
 
     # The pipeline's own model, on real test inputs.
     model_entry = {"model": str(model_path.relative_to(workdir))}
@@ -96,22 +121,13 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
 
         model_entry["network"] = net.kind
         model_entry["fidelity"] = fidelity(model, net.sparse(), splits["test"].x)
-        rows = []
         test_x = splits["test"].x.numpy().reshape(len(splits["test"].x), -1)
-        for batch in batches:
-            x = tile_batch(test_x, batch)
-            for t in threads:
-                progress.message(f"benchmark: pipeline model, batch {batch}, {t} thread(s)")
-                if net.kind == "mlp":
-                    rows += [_row_dict(r) for r in bench_setting(net.linears, "pipeline model", 1.0, x, t, bp.repeats,
-                                                                 inner[batch], failures)]
-                else:
-                    rows.append(_network_row(bench_network(net, x, t, bp.repeats, inner[batch], failures), batch, t))
-        model_entry["rows"] = rows
+        measured = measure_all(net, "pipeline model", lambda b: tile_batch(test_x, b))
+        model_entry["rows"] = measured["rows"]
         model_entry |= _ideal(net)
         set_threads(1)
         calibration = average([calibration, calibrate(batches)])  # before and after: load drifts
-        model_entry["prediction_ratio"] = _prediction_ratio(describe_network(net), calibration, rows, batches)
+        model_entry |= _cost_model(net, calibration, measured, batches)
         if bp.onnxruntime and (workdir / "exports" / "model.onnx").is_file():
             model_entry["onnxruntime"] = onnxruntime_timings(workdir / "exports" / "model.onnx", net, test_x,
                                                      batches, threads, bp.repeats, inner)
@@ -122,28 +138,17 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
             for structure in STRUCTURES:
                 label = f"reference {weight_sparsity:.0%}w/{percent_on:.0%}a {structure}"
                 ref = reference_mlp(weight_sparsity, percent_on, structure)
-                rows = []
-                for batch in batches:
-                    for t in threads:
-                        progress.message(f"benchmark: {label}, batch {batch}, {t} thread(s)")
-                        rows += [_row_dict(r) for r in bench_setting(ref.linears, label, percent_on, reference_input(batch),
-                                                                     t, bp.repeats, inner[batch], failures)]
+                measured = measure_all(ref, label, reference_input, percent_on)
                 networks[label] = {"network": "mlp", "weight_sparsity": weight_sparsity,
-                                   "activation_density": percent_on, "structure": structure, "rows": rows,
-                                   **_ideal(ref),
-                                   "prediction_ratio": _prediction_ratio(describe_network(ref), calibration, rows,
-                                                                         batches)}
+                                   "activation_density": percent_on, "structure": structure,
+                                   "rows": measured["rows"], **_ideal(ref),
+                                   **_cost_model(ref, calibration, measured, batches)}
         for structure in STRUCTURES:
             ref = reference_cnn(structure)
             label = f"reference {ref.label}"
-            rows = []
-            for batch in batches:
-                for t in threads:
-                    progress.message(f"benchmark: {label}, batch {batch}, {t} thread(s)")
-                    rows.append(_network_row(bench_network(ref, network_input(ref, batch), t, bp.repeats, inner[batch],
-                                                           failures), batch, t))
-            networks[label] = {"network": "cnn", "structure": structure, "rows": rows, **_ideal(ref),
-                               "prediction_ratio": _prediction_ratio(describe_network(ref), calibration, rows, batches)}
+            measured = measure_all(ref, label, lambda b, ref=ref: network_input(ref, b))
+            networks[label] = {"network": "cnn", "structure": structure, "rows": measured["rows"], **_ideal(ref),
+                               **_cost_model(ref, calibration, measured, batches)}
 
     predictions = _predictions(workdir / "metrics" / "hardware_map.json")
     measured = _measured_latency(networks.get("pipeline model", {}))
@@ -161,11 +166,12 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
         "networks": networks,
         "hardware_map": predictions,
         "measured_latency_s": measured,
-        "cost_model": {"model": "sparsecli.targets.cost_kernels (cpu-local, kernel model), calibrated in this run "
-                                "by sparsecli.kernels.calibrate at 1 thread (mean of a calibration before and one "
-                                "after measuring the pipeline model)",
-                       "calibration": {b: {k: v for k, v in c.items() if k != "measured_s"}
-                                       for b, c in calibration.items()}},
+        "cost_model": {"model": "sparsecli.targets.cost_kernels (cpu-local, kernel model): engine call + the sum "
+                                "of each layer timed on a synthetic twin (same geometry and stored weights, random "
+                                "values) in this run at 1 thread, right after the network's own measurement "
+                                "(per network: cost_layers); the engines' call costs: mean of a calibration before "
+                                "and one after measuring the pipeline model",
+                       "calibration": calibration},
         "prediction_ratio": model_entry.get("prediction_ratio"),
     }
     write_all({
@@ -190,8 +196,20 @@ def _ideal(net) -> dict:
     return {"ideal_speedup": net.ideal(), "weight_density": macs["sparse-dense"] / macs["dense"]}
 
 
-def _prediction_ratio(layers: list[dict], calibration: dict, rows: list[dict], batches) -> dict:
-    """Predicted / measured end-to-end latency per mode and batch (1 thread), and both latencies."""
+def _cost_model(net, calibration: dict, measured: dict, batches) -> dict:
+    """``prediction_ratio`` from the network's twin layer table, and the table itself."""
+    from sparsecli.kernels.calibrate import describe_network
+
+    twins = measured["twins"]
+    return {"prediction_ratio": _prediction_ratio(twins, calibration, measured["rows"], batches),
+            "cost_layers": {"layers": describe_network(net), "table_s": twins.median}}
+
+
+def _prediction_ratio(twins, calibration: dict, rows: list[dict], batches) -> dict:
+    """Predicted / measured end-to-end latency per mode and batch (1 thread): ``ratio``, the median
+    over the interleaved rounds of the ratio within a round (a drift of the load between rounds
+    cancels); beside it the median latencies, their quotient ``ratio_of_medians`` and ``ratio_q1``
+    from the first quartiles of the samples on both sides."""
     from sparsecli.targets.cost_kernels import predict_latency
 
     out = {}
@@ -201,12 +219,15 @@ def _prediction_ratio(layers: list[dict], calibration: dict, rows: list[dict], b
             row = next((r for r in rows if r["stage"].startswith("end-to-end") and r["batch"] == batch
                         and r["threads"] == 1), None)
             measured = ((row or {}).get("times_s") or {}).get(mode)
-            if not measured:
+            if not measured or str(batch) not in twins.median:
                 out[mode][str(batch)] = None
                 continue
-            prediction = predict_latency(layers, calibration, mode, batch)["latency_s"]
-            out[mode][str(batch)] = {"ratio": prediction / measured["median_s"], "predicted_s": prediction,
-                                     "measured_s": measured["median_s"]}
+            prediction = predict_latency(twins.median, calibration, mode, batch)["latency_s"]
+            q1 = predict_latency(twins.q1, calibration, mode, batch)["latency_s"]
+            out[mode][str(batch)] = {"ratio": twins.paired[str(batch)][mode], "predicted_s": prediction,
+                                     "measured_s": measured["median_s"],
+                                     "ratio_of_medians": prediction / measured["median_s"],
+                                     "ratio_q1": q1 / measured["q1_s"]}
     return out
 
 
