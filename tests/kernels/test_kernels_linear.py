@@ -132,3 +132,27 @@ def test_argument_checks_raise_value_error():
         sparse_sparse_linear(np.array([[3]]), np.ones((1, 1), np.float32), pack_columns(w))
     with pytest.raises(ValueError, match="column format"):
         sparse_sparse_linear(np.array([[0]]), np.ones((1, 1), np.float32), pack_rows(w))
+
+
+@pytest.mark.parametrize("structure", ["blocks16", "dense"])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_column_batched_kernel_equals_row_kernel_and_dense(structure, parallel):
+    """From ``COLUMNS_MIN_BATCH`` rows on, blocks/dense layouts run column-batched: the same
+    outputs as dense (rows with padding and all-zero rows included) and the same winners."""
+    from sparsecli.kernels.sparse_sparse import COLUMNS_MIN_BATCH
+
+    batch = COLUMNS_MIN_BATCH + 3  # not a multiple of the thread chunks
+    rng, w, b = layer(7, 300, 200, 0.05 if structure != "dense" else 1.0, structure)
+    idx, val = k_winners(rng.standard_normal((batch, 200)).astype(np.float32), 20)
+    val[0] = 0.0  # an all-zero input row
+    val[1, :5] = 0.0  # padding entries (value 0) in a row
+    x = np.zeros((batch, 200), np.float32)
+    np.put_along_axis(x, idx.astype(np.intp), val, axis=1)
+    ref = reference(x, w, b)
+    packed = pack_columns(w, structure)
+    assert_close(sparse_sparse_linear(idx, val, packed, b, parallel=parallel), ref)
+    out_idx, out_val = sparse_sparse_linear_kwta(idx, val, packed, 20, b, parallel=parallel)
+    for r in range(batch):
+        assert set(out_idx[r].tolist()) == set(np.argsort(-ref[r])[:20].tolist())
+    rows_idx, rows_val = sparse_sparse_linear_kwta(idx[:1], val[:1], packed, 20, b)  # the per-row kernel
+    np.testing.assert_array_equal(np.sort(rows_idx[0]), np.sort(out_idx[0]))
