@@ -313,13 +313,13 @@ def rounded_network(net: Network, precision: str) -> Network:
     """``net`` with every weight rounded to ``precision`` and widened back to float32."""
     import dataclasses
 
-    from sparsecli.kernels.precision import from_bf16_bits, quantize
+    from sparsecli.kernels.precision import round_weight
 
     if precision == "fp32":
         return net
 
     def r(w):
-        return from_bf16_bits(quantize(w, precision)).reshape(w.shape)
+        return round_weight(w.reshape(w.shape[0], -1), precision).reshape(w.shape)
 
     return Network(net.kind, net.label, [dataclasses.replace(s, weight=r(s.weight)) for s in net.linears],
                    [dataclasses.replace(s, weight=r(s.weight)) for s in net.convs], net.input_shape)

@@ -29,7 +29,7 @@ from numba import njit, prange
 from sparsecli.kernels import kwinners
 from sparsecli.kernels._unrolled import blocks_row, blocks_row_tile4, blocks_row_tile16, csr_rows_tile16
 from sparsecli.kernels.cpu import simd_path
-from sparsecli.kernels.precision import as_f32
+from sparsecli.kernels.precision import as_f32, finish_row
 from sparsecli.kernels.formats import DenseRows, RowBlocks, RowCSR, index_dtype, pack_rows
 from sparsecli.kernels.sparse_sparse import check_bias, use_parallel
 
@@ -149,8 +149,18 @@ def _kwta_rows(out, n_rows, n, k, idx_out, val_out, kpar, n_chunks):
 
 
 @njit(cache=True)
-def _blocks_forward(x, xt, row_ptr, col, values, bias, out, tile, par, n, k, idx_out, val_out, kpar, n_chunks):
-    """One call per layer: transpose if tiled, the block kernel, then kWTA if ``k > 0``."""
+def _finish_rows(out, n_rows, bias, scale):
+    """int8 weights: each output row's sums times the channel scale, plus the bias (the
+    kernels started from zeros); nothing for other precisions (``scale`` empty)."""
+    if scale.shape[0] > 0:
+        for r in range(n_rows):
+            finish_row(out[r], bias, scale)
+
+
+@njit(cache=True)
+def _blocks_forward(x, xt, row_ptr, col, values, bias, out, tile, par, n, k, idx_out, val_out, kpar, n_chunks,
+                    post_bias, scale):
+    """One call per layer: transpose if tiled, the block kernel, int8's scale, then kWTA if ``k > 0``."""
     if tile > 0:
         _transpose_into(x, xt)
         if par:
@@ -161,12 +171,14 @@ def _blocks_forward(x, xt, row_ptr, col, values, bias, out, tile, par, n, k, idx
         _blocks_parallel(x, row_ptr, col, values, bias, out, tile)
     else:
         _blocks_serial(x, row_ptr, col, values, bias, out, tile)
+    _finish_rows(out, x.shape[0], post_bias, scale)
     if k > 0:
         _kwta_rows(out, x.shape[0], n, k, idx_out, val_out, kpar, n_chunks)
 
 
 @njit(cache=True)
-def _csr_forward(x, xt, row_ptr, col, values, bias, out_t, out, par, n, k, idx_out, val_out, kpar, n_chunks):
+def _csr_forward(x, xt, row_ptr, col, values, bias, out_t, out, par, n, k, idx_out, val_out, kpar, n_chunks,
+                 post_bias, scale):
     """Like ``_blocks_forward`` for CSR: ``xt``/``out_t`` are used (tiled) when ``xt`` has rows."""
     if xt.shape[0] > 0:
         _transpose_into(x, xt)
@@ -179,6 +191,7 @@ def _csr_forward(x, xt, row_ptr, col, values, bias, out_t, out, par, n, k, idx_o
         _csr_parallel(x, row_ptr, col, values, bias, out, False)
     else:
         _csr_serial(x, row_ptr, col, values, bias, out, False)
+    _finish_rows(out, x.shape[0], post_bias, scale)
     if k > 0:
         _kwta_rows(out, x.shape[0], n, k, idx_out, val_out, kpar, n_chunks)
 
@@ -206,6 +219,7 @@ def padded_bias(bias, packed) -> np.ndarray:
 KWTA_MACS_PER_UNIT = 20.0
 _EMPTY_IDX = {np.dtype(np.uint16): np.empty((0, 1), np.uint16), np.dtype(np.uint32): np.empty((0, 1), np.uint32)}
 _EMPTY_2D = np.empty((0, 1), np.float32)
+_NO_SCALE = np.empty(0, np.float32)
 
 
 class DenseInputLayer:
@@ -226,7 +240,10 @@ class DenseInputLayer:
         self.k = None if k is None else kwinners.check_k(k, packed.n_out)
         self.parallel = parallel
         self.bias = check_bias(bias, packed.n_out)
-        self._bias_padded = padded_bias(bias, packed) if isinstance(packed, RowBlocks) else self.bias
+        # int8 weights: the kernels sum from zeros, the channel scale and the bias come after
+        self.scale = _NO_SCALE if getattr(packed, "scale", None) is None else packed.scale
+        kernel_bias = self.bias if self.scale is _NO_SCALE else np.zeros_like(self.bias)
+        self._kernel_bias = padded_bias(kernel_bias, packed) if isinstance(packed, RowBlocks) else kernel_bias
         self._idx_dtype = index_dtype(packed.n_out)
         self._plans: dict[int, tuple] = {}
         if isinstance(packed, DenseRows):
@@ -274,11 +291,11 @@ class DenseInputLayer:
             idx, val = _EMPTY_IDX[self._idx_dtype], _EMPTY_2D
         p = self.packed
         if kind == "blocks":
-            _blocks_forward(x, xt, p.row_ptr, p.col, p.values, self._bias_padded, out, tile, par, p.n_out, k, idx,
-                            val, kpar, chunks)
+            _blocks_forward(x, xt, p.row_ptr, p.col, p.values, self._kernel_bias, out, tile, par, p.n_out, k, idx,
+                            val, kpar, chunks, self.bias, self.scale)
         elif kind == "csr":
-            _csr_forward(x, xt, p.row_ptr, p.col, p.values, self.bias, out_t, out, par, p.n_out, k, idx, val,
-                         kpar, chunks)
+            _csr_forward(x, xt, p.row_ptr, p.col, p.values, self._kernel_bias, out_t, out, par, p.n_out, k, idx, val,
+                         kpar, chunks, self.bias, self.scale)
         else:
             import torch
 

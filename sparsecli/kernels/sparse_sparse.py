@@ -27,7 +27,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from sparsecli.kernels.formats import ColumnBlocks, ColumnCSC, DenseColumns, index_dtype, pack_columns
-from sparsecli.kernels.precision import as_f32
+from sparsecli.kernels.precision import as_f32, finish_row, start_row
 from sparsecli.kernels.kwinners import _scratch_nb, check_k, row_chunks, select_row
 
 _FASTMATH = {"contract"}  # allow FMA; sums keep their order
@@ -267,61 +267,60 @@ def _accumulate_columns_overload(out, width, ptr, ent_row, ent_val, a, b, c):
 
 
 @njit(cache=True)
-def _init_row(out, bias):
-    n = bias.shape[0]
-    out[:n] = bias
-    out[n:] = 0.0
-
-
-@njit(cache=True)
-def _linear_serial(idx, val, a, b, c, bias, out):
+def _linear_serial(idx, val, a, b, c, bias, scale, out):
     for r in range(out.shape[0]):
-        _init_row(out[r], bias)
+        start_row(out[r], bias, scale)
         accumulate(out[r], idx[r], val[r], a, b, c)
+        finish_row(out[r], bias, scale)
 
 
 @njit(cache=True, parallel=True)
-def _linear_parallel(idx, val, a, b, c, bias, out):
+def _linear_parallel(idx, val, a, b, c, bias, scale, out):
     for r in prange(out.shape[0]):
-        _init_row(out[r], bias)
+        start_row(out[r], bias, scale)
         accumulate(out[r], idx[r], val[r], a, b, c)
+        finish_row(out[r], bias, scale)
 
 
 @njit(cache=True)
-def _linear_kwta_serial(idx, val, a, b, c, bias, width, n, k, idx_out, val_out):
+def _linear_kwta_serial(idx, val, a, b, c, bias, scale, width, n, k, idx_out, val_out):
     row = np.empty(width, np.float32)
     keys, cand, ckeys, hist = _scratch_nb(n)
     for r in range(idx.shape[0]):
-        _init_row(row, bias)
+        start_row(row, bias, scale)
         accumulate(row, idx[r], val[r], a, b, c)
+        finish_row(row, bias, scale)
         select_row(row, n, k, idx_out[r], val_out[r], keys, cand, ckeys, hist)
 
 
 @njit(cache=True, parallel=True)
-def _linear_kwta_parallel(idx, val, a, b, c, bias, width, n, k, idx_out, val_out, n_chunks):
+def _linear_kwta_parallel(idx, val, a, b, c, bias, scale, width, n, k, idx_out, val_out, n_chunks):
     size = (idx.shape[0] + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
         row = np.empty(width, np.float32)
         keys, cand, ckeys, hist = _scratch_nb(n)
         for r in range(ch * size, min(idx.shape[0], (ch + 1) * size)):
-            _init_row(row, bias)
+            start_row(row, bias, scale)
             accumulate(row, idx[r], val[r], a, b, c)
+            finish_row(row, bias, scale)
             select_row(row, n, k, idx_out[r], val_out[r], keys, cand, ckeys, hist)
 
 
 @njit(cache=True)
-def _columns_rows(idx, val, a, b, c, bias, out, ptr, ent_row, ent_val):
+def _columns_rows(idx, val, a, b, c, bias, scale, out, ptr, ent_row, ent_val):
     """Rows ``out[:]`` (C-contiguous ``[rows, width]``) of ``idx``/``val`` by the column-batched kernels."""
     for r in range(out.shape[0]):
-        _init_row(out[r], bias)
+        start_row(out[r], bias, scale)
     invert_active(idx, val, ptr, ent_row, ent_val)
     accumulate_columns(out.reshape(-1), out.shape[1], ptr, ent_row, ent_val, a, b, c)
+    for r in range(out.shape[0]):
+        finish_row(out[r], bias, scale)
 
 
 @njit(cache=True)
-def _columns_serial(idx, val, a, b, c, bias, out, ptr, ent_row, ent_val, n, k, idx_out, val_out):
+def _columns_serial(idx, val, a, b, c, bias, scale, out, ptr, ent_row, ent_val, n, k, idx_out, val_out):
     """Column-batched linear map of the whole batch, then kWTA per row if ``k > 0``."""
-    _columns_rows(idx, val, a, b, c, bias, out, ptr, ent_row, ent_val)
+    _columns_rows(idx, val, a, b, c, bias, scale, out, ptr, ent_row, ent_val)
     if k > 0:
         keys, cand, ckeys, hist = _scratch_nb(n)
         for r in range(out.shape[0]):
@@ -329,7 +328,7 @@ def _columns_serial(idx, val, a, b, c, bias, out, ptr, ent_row, ent_val, n, k, i
 
 
 @njit(cache=True, parallel=True)
-def _columns_parallel(idx, val, a, b, c, bias, out, n_in, n, k, idx_out, val_out, n_chunks):
+def _columns_parallel(idx, val, a, b, c, bias, scale, out, n_in, n, k, idx_out, val_out, n_chunks):
     """``_columns_serial`` on contiguous chunks of rows, one per thread, each with its own scratch."""
     size = (idx.shape[0] + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
@@ -340,8 +339,11 @@ def _columns_parallel(idx, val, a, b, c, bias, out, n_in, n, k, idx_out, val_out
         ptr = np.empty(n_in + 1, np.uint32)
         ent_row = np.empty((r1 - r0) * idx.shape[1], np.uint32)
         ent_val = np.empty((r1 - r0) * idx.shape[1], np.float32)
-        _columns_serial(idx[r0:r1], val[r0:r1], a, b, c, bias, out[r0:r1], ptr, ent_row, ent_val, n, k,
+        _columns_serial(idx[r0:r1], val[r0:r1], a, b, c, bias, scale, out[r0:r1], ptr, ent_row, ent_val, n, k,
                         idx_out[r0:r1], val_out[r0:r1])
+
+
+_NO_SCALE = np.empty(0, np.float32)
 
 
 def format_arrays(packed):
@@ -437,6 +439,8 @@ class SparseInputLayer:
         self._arrays = format_arrays(packed)
         self.n_in, self.n_out = packed.n_in, packed.n_out
         self.bias = check_bias(bias, packed.n_out)
+        # int8 weights' channel scale (applied after the sums); empty: none
+        self.scale = _NO_SCALE if getattr(packed, "scale", None) is None else packed.scale
         self.k = None if k is None else check_k(k, packed.n_out)
         self.parallel = parallel
         self.active = active  # expected active inputs per row (for the threads decision); None: from the call
@@ -465,36 +469,32 @@ class SparseInputLayer:
             idx, val = check_active(idx, val, self.n_in)
         batch = idx.shape[0]
         par, out, winners, scratch = self._plan(batch, idx.shape[1])
-        a, b, c = self._arrays
         p = self.packed
-        if self.k is None:
-            if not reuse:
-                out = np.empty_like(out)
-            if scratch is not None and par:
-                _columns_parallel(idx, val, a, b, c, self.bias, out, self.n_in, p.n_out, 0, *winners, row_chunks(batch))
-            elif scratch is not None:
-                _columns_serial(idx, val, a, b, c, self.bias, out, *scratch, p.n_out, 0, *winners)
-            else:
-                (_linear_parallel if par else _linear_serial)(idx, val, a, b, c, self.bias, out)
-            return out if p.n_out_padded == p.n_out else np.ascontiguousarray(out[:, : p.n_out])
+        k = self.k or 0
+        if not reuse and not k:
+            out = np.empty_like(out)  # the result itself: fresh (with kWTA it is only scratch)
         # the winners: the plan's buffers with reuse, overwritten by the next call
-        idx_out, val_out = winners if reuse else (np.empty_like(winners[0]), np.empty_like(winners[1]))
+        idx_out, val_out = winners if reuse or not k else (np.empty_like(winners[0]), np.empty_like(winners[1]))
+        head = (idx, val, *self._arrays, self.bias, self.scale)
         if scratch is not None and par:
-            _columns_parallel(idx, val, a, b, c, self.bias, out, self.n_in, p.n_out, self.k, idx_out, val_out,
-                              row_chunks(batch))
+            _columns_parallel(*head, out, self.n_in, p.n_out, k, idx_out, val_out, row_chunks(batch))
         elif scratch is not None:
-            _columns_serial(idx, val, a, b, c, self.bias, out, *scratch, p.n_out, self.k, idx_out, val_out)
+            _columns_serial(*head, out, *scratch, p.n_out, k, idx_out, val_out)
+        elif not k:
+            (_linear_parallel if par else _linear_serial)(*head, out)
         elif par:
-            _linear_kwta_parallel(idx, val, a, b, c, self.bias, p.n_out_padded, p.n_out, self.k, idx_out, val_out,
-                                  row_chunks(batch))
+            _linear_kwta_parallel(*head, p.n_out_padded, p.n_out, k, idx_out, val_out, row_chunks(batch))
         else:
-            _linear_kwta_serial(idx, val, a, b, c, self.bias, p.n_out_padded, p.n_out, self.k, idx_out, val_out)
-        return idx_out, val_out
+            _linear_kwta_serial(*head, p.n_out_padded, p.n_out, k, idx_out, val_out)
+        if k:
+            return idx_out, val_out
+        return out if p.n_out_padded == p.n_out else np.ascontiguousarray(out[:, : p.n_out])
 
 
 def prepare(weight, bias=None, k: int | None = None, structure: str = "auto", parallel: bool | None = None,
             active: int | None = None, precision: str = "fp32") -> SparseInputLayer:
-    """Pack a float32 ``[out, in]`` weight for sparse inputs (``pack_columns``), kWTA fused if ``k``."""
+    """Pack a float32 ``[out, in]`` weight for sparse inputs (``pack_columns``; ``precision``
+    fp32, bf16 or int8), kWTA fused if ``k``."""
     return SparseInputLayer(pack_columns(weight, structure, precision), bias, k, parallel, active)
 
 
