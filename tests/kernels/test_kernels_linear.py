@@ -156,3 +156,18 @@ def test_column_batched_kernel_equals_row_kernel_and_dense(structure, parallel):
         assert set(out_idx[r].tolist()) == set(np.argsort(-ref[r])[:20].tolist())
     rows_idx, rows_val = sparse_sparse_linear_kwta(idx[:1], val[:1], packed, 20, b)  # the per-row kernel
     np.testing.assert_array_equal(np.sort(rows_idx[0]), np.sort(out_idx[0]))
+
+
+@pytest.mark.parametrize("n_in", [40, 70_000])  # uint16 indices (read four to a word), uint32 (plain)
+def test_csr_rows_of_every_length_and_start(n_in):
+    """Rows of 0-19 non-zeros, so row ranges start at every remainder mod 4 and end in every tail."""
+    rng = np.random.default_rng(10)
+    w = np.zeros((20, n_in), np.float32)
+    for r in range(20):
+        w[r, rng.choice(n_in, r, replace=False)] = rng.standard_normal(r)
+    b = rng.standard_normal(20).astype(np.float32)
+    x = rng.standard_normal((3, n_in)).astype(np.float32)
+    packed = pack_rows(w, "unstructured")
+    assert packed.col.dtype == (np.uint16 if n_in < 65536 else np.uint32)
+    for batch in (1, 3):
+        assert_close(sparse_dense_linear(x[:batch], packed, b, parallel=False), reference(x[:batch], w, b))
