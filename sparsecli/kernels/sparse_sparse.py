@@ -170,7 +170,9 @@ def columns_blocks(out, width, ptr, ent_row, ent_val, col_ptr, block_row, values
     and added into every row that has its column active (``out``: the flat ``[batch * width]``
     rows). The per-row kernel instead visits each row's columns in a random order, and on a
     batch whose weights are not in cache (the previous call ran another network) every column
-    is a memory latency; in order, the hardware prefetcher streams them.
+    is a memory latency; in order, the hardware prefetcher streams them. Measured on the
+    reference MLP at batch 64 (interleaved with dense torch, as the benchmark runs): 10-18%
+    faster end to end; with the weights already cached, about equal.
     """
     wu = np.uint64(width)
     for j in range(col_ptr.shape[0] - 1):
