@@ -19,7 +19,8 @@ sparse-sparse must do (the first layer's dense input included); ``fraction_of_id
 ``argmax_agreement`` of sparse-sparse against dense fp32 torch on 256 random inputs, and for
 reduced precision ``argmax_agreement_torch_rounded``: dense torch on the same rounded weights
 against fp32 torch (what the rounding costs whatever kernel runs it; column ``torch-r``);
-``precision``: fp32, or bf16 weights in the sparse kernels (one thread; sums stay fp32); ``path``:
+``precision``: fp32, or bf16 / int8 (per-output-channel scale; MLP only, conv layers have no
+int8 kernels) weights in the sparse kernels (one thread; sums stay fp32); ``path``:
 ``avx512`` (numba compiled for this CPU) or ``avx2`` (the same kernels compiled for Haswell,
 in a subprocess). Method: warm-up, then interleaved samples (rotating order), each the mean
 of a short burst of calls (10 at batch 1, 2 at batch 64), median and IQR. Every kernel's
@@ -64,14 +65,15 @@ def networks():
         yield net, structure, 1 - m["sparse-dense"] / m["dense"], None
 
 
-def measure(path: str, quick: bool, threads_list, batches, precisions=("fp32", "bf16")) -> tuple[list[dict], list[str]]:
+def measure(path: str, quick: bool, threads_list, batches, precisions=("fp32", "bf16", "int8")) -> tuple[list[dict], list[str]]:
     repeats = {1: 20, 64: 5} if quick else {1: 60, 64: 12}
     rows, failures = [], []
     for net, structure, weight_sparsity, percent_on in networks():
         agreement_x = network_input(net, 256, seed=2)
         for batch in batches:
             x = network_input(net, batch)
-            runs = [(threads, "fp32") for threads in threads_list] + [(1, p) for p in precisions if p != "fp32"]
+            runs = [(threads, "fp32") for threads in threads_list] + [
+                (1, p) for p in precisions if p != "fp32" and (p != "int8" or net.kind == "mlp")]
             for threads, precision in runs:
                 r = bench_network(net, x, threads, repeats[batch], INNER[batch], failures, agreement_x, precision)
                 t = r["times"]

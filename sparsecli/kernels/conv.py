@@ -688,7 +688,10 @@ def prepare(spec: ConvSpec, shape: tuple[int, int, int], sparse_input: bool = Fa
     """Pack a conv block for an input map of ``shape`` ``(C, H, W)``: dense or sparse input.
 
     ``precision="bf16"`` applies to the dense-input kernel's blocks and the sparse-input kept
-    blocks (the gather kernel's per-tap channel vectors stay float32)."""
+    blocks (the gather kernel's per-tap channel vectors stay float32). int8 is not built for
+    conv layers (its channel scale would be ignored)."""
+    if precision == "int8":
+        raise ValueError("precision int8 is not supported for conv layers yet; use fp32 or bf16")
     return ConvLayer(spec, shape, sparse_input, chw_input, structure, parallel, precision)
 
 

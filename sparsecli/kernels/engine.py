@@ -136,7 +136,7 @@ class SparseEngine:
                 (sparse-dense; the point of comparison that isolates activation sparsity).
             input_k: the input is itself sparse, ``input_k`` active units per row, passed to
                 ``forward_active`` as indices and values (e.g. to time one hidden layer alone).
-            precision: ``fp32`` or ``bf16`` weights in the sparse layouts (``precision.py``).
+            precision: ``fp32``, ``bf16`` or ``int8`` weights in the sparse layouts (``precision.py``).
         """
         if structure not in STRUCTURES:
             raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparsecli.kernels.precision import quantize
+from sparsecli.kernels.precision import channel_scale, check_precision, int8_levels, quantize
 
 BLOCK = 16
 """Output rows per block."""
@@ -49,7 +49,8 @@ class ColumnBlocks:
     n_in: int
     col_ptr: np.ndarray  # uint32 [n_in + 1]
     block_row: np.ndarray  # uint16/uint32 [n_blocks], output row of the block = block_row * 16
-    values: np.ndarray  # float32 [n_blocks, 16] (uint16 bf16 bits for precision bf16)
+    values: np.ndarray  # float32 [n_blocks, 16] (uint16 bf16 bits for bf16, int8 levels for int8)
+    scale: np.ndarray | None = None  # float32 [n_out] per-channel scale of int8 values; None otherwise
 
     @property
     def n_out_padded(self) -> int:
@@ -69,6 +70,7 @@ class ColumnCSC:
     col_ptr: np.ndarray  # uint32 [n_in + 1]
     row: np.ndarray  # uint16/uint32 [nnz]
     values: np.ndarray  # float32 [nnz]
+    scale: np.ndarray | None = None  # float32 [n_out] per-channel scale of int8 values; None otherwise
 
     @property
     def n_out_padded(self) -> int:
@@ -106,6 +108,7 @@ class RowBlocks:
     row_ptr: np.ndarray  # uint32 [n_block_rows + 1]
     col: np.ndarray  # uint16/uint32 [n_blocks]
     values: np.ndarray  # float32 [n_blocks, 16]
+    scale: np.ndarray | None = None  # float32 [n_out] per-channel scale of int8 values; None otherwise
 
     @property
     def n_out_padded(self) -> int:
@@ -125,6 +128,7 @@ class RowCSR:
     row_ptr: np.ndarray  # uint32 [n_out + 1]
     col: np.ndarray  # uint16/uint32 [nnz]
     values: np.ndarray  # float32 [nnz]
+    scale: np.ndarray | None = None  # float32 [n_out] per-channel scale of int8 values; None otherwise
 
     @property
     def n_out_padded(self) -> int:
@@ -208,6 +212,14 @@ def _resolve(weight, structure: str) -> tuple[np.ndarray, str]:
     return w, detect_structure(w) if structure == "auto" else structure
 
 
+def _stored(w: np.ndarray, precision: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the values are taken from (``w``, or its int8 levels) and the int8 channel scale."""
+    if check_precision(precision) != "int8":
+        return w, None
+    scale = channel_scale(w)
+    return int8_levels(w, scale), scale
+
+
 def _ptr(group: np.ndarray, n_groups: int) -> np.ndarray:
     """Group offsets as uint32: unsigned, so the kernels' loops need no negative-index checks."""
     ptr = np.zeros(n_groups + 1, np.int64)
@@ -220,10 +232,12 @@ def _ptr(group: np.ndarray, n_groups: int) -> np.ndarray:
 def pack_columns(weight, structure: str = "auto", precision: str = "fp32") -> ColumnFormat:
     """Pack a weight for the sparse-sparse kernels (input-column major).
 
-    ``precision="bf16"`` stores the non-zeros of blocks16/unstructured layouts as bf16 bits
-    (``precision.quantize``); a dense layout stays float32.
+    ``precision="bf16"`` stores the non-zeros of blocks16/unstructured layouts as bf16 bits,
+    ``"int8"`` as int8 levels with a per-output-channel ``scale`` (``precision.py``); a dense
+    layout stays float32. Which entries are kept is decided on the float32 weight.
     """
     w, structure = _resolve(weight, structure)
+    src, scale = _stored(w, precision) if structure != "dense" else (w, None)
     n_out, n_in = w.shape
     if structure == "dense":
         weight_t = np.zeros((n_in, -(-n_out // BLOCK) * BLOCK), np.float32)
@@ -237,16 +251,18 @@ def pack_columns(weight, structure: str = "auto", precision: str = "fp32") -> Co
             n_in,
             _ptr(j, n_in),
             r.astype(index_dtype(blocks.shape[0])),
-            quantize(blocks[r, :, j], precision),
+            quantize(_blocks_view(src)[r, :, j], precision),
+            scale,
         )
     j, i = np.nonzero(w.T)  # sorted by column, then row
-    return ColumnCSC(n_out, n_in, _ptr(j, n_in), i.astype(index_dtype(n_out)), quantize(w[i, j], precision))
+    return ColumnCSC(n_out, n_in, _ptr(j, n_in), i.astype(index_dtype(n_out)), quantize(src[i, j], precision), scale)
 
 
 def pack_rows(weight, structure: str = "auto", precision: str = "fp32") -> RowFormat:
     """Pack a weight for the sparse-dense kernels (output-row major); ``precision`` as for
     ``pack_columns`` (a dense layout stays float32: torch's GEMM computes it)."""
     w, structure = _resolve(weight, structure)
+    src, scale = _stored(w, precision) if structure != "dense" else (w, None)
     n_out, n_in = w.shape
     if structure == "dense":
         return DenseRows(n_out, n_in, w)
@@ -258,7 +274,8 @@ def pack_rows(weight, structure: str = "auto", precision: str = "fp32") -> RowFo
             n_in,
             _ptr(r, blocks.shape[0]),
             j.astype(index_dtype(n_in)),
-            quantize(blocks[r, :, j], precision),
+            quantize(_blocks_view(src)[r, :, j], precision),
+            scale,
         )
     i, j = np.nonzero(w)  # sorted by row, then column
-    return RowCSR(n_out, n_in, _ptr(i, n_out), j.astype(index_dtype(n_in)), quantize(w[i, j], precision))
+    return RowCSR(n_out, n_in, _ptr(i, n_out), j.astype(index_dtype(n_in)), quantize(src[i, j], precision), scale)

@@ -9,7 +9,10 @@ with weight density x activation density, not with the layer size.
 Batch rows are independent; with ``parallel`` they are split over numba's
 threads, each row through the same per-row helper. The fused ``..._kwta``
 variant selects the k winners of each output row right after computing it, so
-the next layer gets indices and values without a dense round trip.
+the next layer gets indices and values without a dense round trip. From
+``COLUMNS_MIN_BATCH`` rows on, blocks and dense layouts run column-batched instead:
+the batch's active units are regrouped by input column (``invert_active``) and each
+column's blocks are loaded once and added into every row that uses them.
 
 The 16-wide block update is written out as 16 scalar lines on purpose: numba
 has no vector types, and LLVM's SLP vectorizer (``NUMBA_SLP_VECTORIZE=1``, set
@@ -24,7 +27,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from sparsecli.kernels.formats import ColumnBlocks, ColumnCSC, DenseColumns, index_dtype, pack_columns
-from sparsecli.kernels.precision import as_f32
+from sparsecli.kernels.precision import as_f32, finish_row, start_row
 from sparsecli.kernels.kwinners import _scratch_nb, check_k, row_chunks, select_row
 
 _FASTMATH = {"contract"}  # allow FMA; sums keep their order
@@ -33,6 +36,9 @@ _FASTMATH = {"contract"}  # allow FMA; sums keep their order
 # saves: numba's workqueue layer takes ~25 us to start a parallel region on this class
 # of machine, about the time of 10^6 multiply-adds in these kernels.
 PARALLEL_MIN_MACS = 1_000_000
+# From this batch size on, blocks and dense layouts run column-batched (``columns_blocks``);
+# below it, the per-row kernels measured faster (batch 8: 10-20% on the reference MLP).
+COLUMNS_MIN_BATCH = 16
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -129,46 +135,217 @@ def _accumulate_overload(out, idx, val, a, b, c):
 
 
 @njit(cache=True)
-def _init_row(out, bias):
-    n = bias.shape[0]
-    out[:n] = bias
-    out[n:] = 0.0
+def invert_active(idx, val, ptr, ent_row, ent_val):
+    """Regroup a batch's active units by input column: column ``j``'s entries are
+    ``ptr[j]:ptr[j+1]`` of ``ent_row`` (the batch row) and ``ent_val``; zero values dropped.
+
+    A counting sort, rows ascending within a column: O(batch x k + n_in).
+    """
+    ptr[:] = 0
+    for r in range(idx.shape[0]):
+        for a in range(idx.shape[1]):
+            if val[r, a] != 0.0:
+                ptr[np.intp(idx[r, a]) + 1] += 1
+    for j in range(1, ptr.shape[0]):
+        ptr[j] += ptr[j - 1]
+    for r in range(idx.shape[0]):
+        for a in range(idx.shape[1]):
+            v = val[r, a]
+            if v != 0.0:
+                j = np.intp(idx[r, a])
+                t = ptr[j]
+                ent_row[t] = r
+                ent_val[t] = v
+                ptr[j] = t + 1
+    for j in range(ptr.shape[0] - 1, 0, -1):  # ptr[j] now holds column j's end: shift back
+        ptr[j] = ptr[j - 1]
+    ptr[0] = 0
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def columns_blocks(out, width, ptr, ent_row, ent_val, col_ptr, block_row, values):
+    """``out[r] += W[:, j] * v`` for every entry ``(r, v)`` of every column ``j`` (16x1 blocks).
+
+    Column-batched: the columns are visited in order, each kept block loaded once per batch
+    and added into every row that has its column active (``out``: the flat ``[batch * width]``
+    rows). The per-row kernel instead visits each row's columns in a random order, and on a
+    batch whose weights are not in cache (the previous call ran another network) every column
+    is a memory latency; in order, the hardware prefetcher streams them. Measured on the
+    reference MLP at batch 64 (interleaved with dense torch, as the benchmark runs): 10-18%
+    faster end to end; with the weights already cached, about equal.
+    """
+    wu = np.uint64(width)
+    for j in range(col_ptr.shape[0] - 1):
+        t0 = np.uint64(ptr[j])
+        t1 = np.uint64(ptr[j + 1])
+        if t0 == t1:
+            continue
+        for p in range(np.uint64(col_ptr[j]), np.uint64(col_ptr[j + 1])):
+            ob = np.uint64(block_row[p]) * np.uint64(16)
+            w = values[p]
+            w0 = as_f32(w[0])
+            w1 = as_f32(w[1])
+            w2 = as_f32(w[2])
+            w3 = as_f32(w[3])
+            w4 = as_f32(w[4])
+            w5 = as_f32(w[5])
+            w6 = as_f32(w[6])
+            w7 = as_f32(w[7])
+            w8 = as_f32(w[8])
+            w9 = as_f32(w[9])
+            w10 = as_f32(w[10])
+            w11 = as_f32(w[11])
+            w12 = as_f32(w[12])
+            w13 = as_f32(w[13])
+            w14 = as_f32(w[14])
+            w15 = as_f32(w[15])
+            for t in range(t0, t1):
+                o = np.uint64(ent_row[t]) * wu + ob
+                xv = ent_val[t]
+                y0 = out[o + np.uint64(0)] + w0 * xv
+                y1 = out[o + np.uint64(1)] + w1 * xv
+                y2 = out[o + np.uint64(2)] + w2 * xv
+                y3 = out[o + np.uint64(3)] + w3 * xv
+                y4 = out[o + np.uint64(4)] + w4 * xv
+                y5 = out[o + np.uint64(5)] + w5 * xv
+                y6 = out[o + np.uint64(6)] + w6 * xv
+                y7 = out[o + np.uint64(7)] + w7 * xv
+                y8 = out[o + np.uint64(8)] + w8 * xv
+                y9 = out[o + np.uint64(9)] + w9 * xv
+                y10 = out[o + np.uint64(10)] + w10 * xv
+                y11 = out[o + np.uint64(11)] + w11 * xv
+                y12 = out[o + np.uint64(12)] + w12 * xv
+                y13 = out[o + np.uint64(13)] + w13 * xv
+                y14 = out[o + np.uint64(14)] + w14 * xv
+                y15 = out[o + np.uint64(15)] + w15 * xv
+                out[o + np.uint64(0)] = y0
+                out[o + np.uint64(1)] = y1
+                out[o + np.uint64(2)] = y2
+                out[o + np.uint64(3)] = y3
+                out[o + np.uint64(4)] = y4
+                out[o + np.uint64(5)] = y5
+                out[o + np.uint64(6)] = y6
+                out[o + np.uint64(7)] = y7
+                out[o + np.uint64(8)] = y8
+                out[o + np.uint64(9)] = y9
+                out[o + np.uint64(10)] = y10
+                out[o + np.uint64(11)] = y11
+                out[o + np.uint64(12)] = y12
+                out[o + np.uint64(13)] = y13
+                out[o + np.uint64(14)] = y14
+                out[o + np.uint64(15)] = y15
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def columns_dense(out, width, ptr, ent_row, ent_val, weight_t):
+    """``columns_blocks`` for a dense transposed weight."""
+    n = weight_t.shape[1]
+    for j in range(weight_t.shape[0]):
+        w = weight_t[j]
+        for t in range(ptr[j], ptr[j + 1]):
+            o = np.intp(ent_row[t]) * width
+            xv = ent_val[t]
+            for i in range(n):
+                out[o + i] += w[i] * xv
+
+
+def accumulate_columns(out, width, ptr, ent_row, ent_val, a, b, c):
+    """Dispatch on the packed format, as ``accumulate`` does (blocks and dense only: an
+    unstructured column's non-zeros are scalars, and in order they gain nothing measurable)."""
+    if b is None:
+        columns_dense(out, width, ptr, ent_row, ent_val, a)
+    else:
+        columns_blocks(out, width, ptr, ent_row, ent_val, a, b, c)
+
+
+@overload(accumulate_columns)
+def _accumulate_columns_overload(out, width, ptr, ent_row, ent_val, a, b, c):
+    if isinstance(b, types.NoneType):
+        return lambda out, width, ptr, ent_row, ent_val, a, b, c: columns_dense(out, width, ptr, ent_row, ent_val, a)
+    if c.ndim == 2:
+        return lambda out, width, ptr, ent_row, ent_val, a, b, c: columns_blocks(out, width, ptr, ent_row, ent_val,
+                                                                                 a, b, c)
+    return None
 
 
 @njit(cache=True)
-def _linear_serial(idx, val, a, b, c, bias, out):
+def _linear_serial(idx, val, a, b, c, bias, scale, out):
     for r in range(out.shape[0]):
-        _init_row(out[r], bias)
+        start_row(out[r], bias, scale)
         accumulate(out[r], idx[r], val[r], a, b, c)
+        finish_row(out[r], bias, scale)
 
 
 @njit(cache=True, parallel=True)
-def _linear_parallel(idx, val, a, b, c, bias, out):
+def _linear_parallel(idx, val, a, b, c, bias, scale, out):
     for r in prange(out.shape[0]):
-        _init_row(out[r], bias)
+        start_row(out[r], bias, scale)
         accumulate(out[r], idx[r], val[r], a, b, c)
+        finish_row(out[r], bias, scale)
 
 
 @njit(cache=True)
-def _linear_kwta_serial(idx, val, a, b, c, bias, width, n, k, idx_out, val_out):
+def _linear_kwta_serial(idx, val, a, b, c, bias, scale, width, n, k, idx_out, val_out):
     row = np.empty(width, np.float32)
     keys, cand, ckeys, hist = _scratch_nb(n)
     for r in range(idx.shape[0]):
-        _init_row(row, bias)
+        start_row(row, bias, scale)
         accumulate(row, idx[r], val[r], a, b, c)
+        finish_row(row, bias, scale)
         select_row(row, n, k, idx_out[r], val_out[r], keys, cand, ckeys, hist)
 
 
 @njit(cache=True, parallel=True)
-def _linear_kwta_parallel(idx, val, a, b, c, bias, width, n, k, idx_out, val_out, n_chunks):
+def _linear_kwta_parallel(idx, val, a, b, c, bias, scale, width, n, k, idx_out, val_out, n_chunks):
     size = (idx.shape[0] + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
         row = np.empty(width, np.float32)
         keys, cand, ckeys, hist = _scratch_nb(n)
         for r in range(ch * size, min(idx.shape[0], (ch + 1) * size)):
-            _init_row(row, bias)
+            start_row(row, bias, scale)
             accumulate(row, idx[r], val[r], a, b, c)
+            finish_row(row, bias, scale)
             select_row(row, n, k, idx_out[r], val_out[r], keys, cand, ckeys, hist)
+
+
+@njit(cache=True)
+def _columns_rows(idx, val, a, b, c, bias, scale, out, ptr, ent_row, ent_val):
+    """Rows ``out[:]`` (C-contiguous ``[rows, width]``) of ``idx``/``val`` by the column-batched kernels."""
+    for r in range(out.shape[0]):
+        start_row(out[r], bias, scale)
+    invert_active(idx, val, ptr, ent_row, ent_val)
+    accumulate_columns(out.reshape(-1), out.shape[1], ptr, ent_row, ent_val, a, b, c)
+    for r in range(out.shape[0]):
+        finish_row(out[r], bias, scale)
+
+
+@njit(cache=True)
+def _columns_serial(idx, val, a, b, c, bias, scale, out, ptr, ent_row, ent_val, n, k, idx_out, val_out):
+    """Column-batched linear map of the whole batch, then kWTA per row if ``k > 0``."""
+    _columns_rows(idx, val, a, b, c, bias, scale, out, ptr, ent_row, ent_val)
+    if k > 0:
+        keys, cand, ckeys, hist = _scratch_nb(n)
+        for r in range(out.shape[0]):
+            select_row(out[r], n, k, idx_out[r], val_out[r], keys, cand, ckeys, hist)
+
+
+@njit(cache=True, parallel=True)
+def _columns_parallel(idx, val, a, b, c, bias, scale, out, n_in, n, k, idx_out, val_out, n_chunks):
+    """``_columns_serial`` on contiguous chunks of rows, one per thread, each with its own scratch."""
+    size = (idx.shape[0] + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
+        r0 = ch * size
+        r1 = min(idx.shape[0], r0 + size)
+        if r0 >= r1:
+            continue
+        ptr = np.empty(n_in + 1, np.uint32)
+        ent_row = np.empty((r1 - r0) * idx.shape[1], np.uint32)
+        ent_val = np.empty((r1 - r0) * idx.shape[1], np.float32)
+        _columns_serial(idx[r0:r1], val[r0:r1], a, b, c, bias, scale, out[r0:r1], ptr, ent_row, ent_val, n, k,
+                        idx_out[r0:r1], val_out[r0:r1])
+
+
+_NO_SCALE = np.empty(0, np.float32)
 
 
 def format_arrays(packed):
@@ -264,6 +441,8 @@ class SparseInputLayer:
         self._arrays = format_arrays(packed)
         self.n_in, self.n_out = packed.n_in, packed.n_out
         self.bias = check_bias(bias, packed.n_out)
+        # int8 weights' channel scale (applied after the sums); empty: none
+        self.scale = _NO_SCALE if getattr(packed, "scale", None) is None else packed.scale
         self.k = None if k is None else check_k(k, packed.n_out)
         self.parallel = parallel
         self.active = active  # expected active inputs per row (for the threads decision); None: from the call
@@ -271,13 +450,19 @@ class SparseInputLayer:
         self._plans: dict[tuple[int, int], tuple] = {}
 
     def _plan(self, batch: int, n_active: int) -> tuple:
+        """Per (batch, active width): threads or not, row or column-batched kernel, and buffers."""
         plan = self._plans.get((batch, n_active))
         if plan is None:
             macs = expected_macs(self.packed, batch, self.active or n_active)
-            winners = (np.empty((batch, self.k), self._idx_dtype), np.empty((batch, self.k), np.float32)) \
-                if self.k else None
+            columns = batch >= COLUMNS_MIN_BATCH and not isinstance(self.packed, ColumnCSC)
+            if self.k:
+                winners = (np.empty((batch, self.k), self._idx_dtype), np.empty((batch, self.k), np.float32))
+            else:
+                winners = (np.empty((0, 1), self._idx_dtype), np.empty((0, 1), np.float32))
+            scratch = (np.empty(self.n_in + 1, np.uint32), np.empty(batch * n_active, np.uint32),
+                       np.empty(batch * n_active, np.float32)) if columns else None
             plan = (use_parallel(self.parallel, batch, macs), np.empty((batch, self.packed.n_out_padded), np.float32),
-                    winners)
+                    winners, scratch)
             self._plans[(batch, n_active)] = plan
         return plan
 
@@ -285,27 +470,33 @@ class SparseInputLayer:
         if not checked:
             idx, val = check_active(idx, val, self.n_in)
         batch = idx.shape[0]
-        par, out, winners = self._plan(batch, idx.shape[1])
-        a, b, c = self._arrays
+        par, out, winners, scratch = self._plan(batch, idx.shape[1])
         p = self.packed
-        if self.k is None:
-            if not reuse:
-                out = np.empty_like(out)
-            (_linear_parallel if par else _linear_serial)(idx, val, a, b, c, self.bias, out)
-            return out if p.n_out_padded == p.n_out else np.ascontiguousarray(out[:, : p.n_out])
+        k = self.k or 0
+        if not reuse and not k:
+            out = np.empty_like(out)  # the result itself: fresh (with kWTA it is only scratch)
         # the winners: the plan's buffers with reuse, overwritten by the next call
-        idx_out, val_out = winners if reuse else (np.empty_like(winners[0]), np.empty_like(winners[1]))
-        args = (idx, val, a, b, c, self.bias, p.n_out_padded, p.n_out, self.k, idx_out, val_out)
-        if par:
-            _linear_kwta_parallel(*args, row_chunks(batch))
+        idx_out, val_out = winners if reuse or not k else (np.empty_like(winners[0]), np.empty_like(winners[1]))
+        head = (idx, val, *self._arrays, self.bias, self.scale)
+        if scratch is not None and par:
+            _columns_parallel(*head, out, self.n_in, p.n_out, k, idx_out, val_out, row_chunks(batch))
+        elif scratch is not None:
+            _columns_serial(*head, out, *scratch, p.n_out, k, idx_out, val_out)
+        elif not k:
+            (_linear_parallel if par else _linear_serial)(*head, out)
+        elif par:
+            _linear_kwta_parallel(*head, p.n_out_padded, p.n_out, k, idx_out, val_out, row_chunks(batch))
         else:
-            _linear_kwta_serial(*args)
-        return idx_out, val_out
+            _linear_kwta_serial(*head, p.n_out_padded, p.n_out, k, idx_out, val_out)
+        if k:
+            return idx_out, val_out
+        return out if p.n_out_padded == p.n_out else np.ascontiguousarray(out[:, : p.n_out])
 
 
 def prepare(weight, bias=None, k: int | None = None, structure: str = "auto", parallel: bool | None = None,
             active: int | None = None, precision: str = "fp32") -> SparseInputLayer:
-    """Pack a float32 ``[out, in]`` weight for sparse inputs (``pack_columns``), kWTA fused if ``k``."""
+    """Pack a float32 ``[out, in]`` weight for sparse inputs (``pack_columns``; ``precision``
+    fp32, bf16 or int8), kWTA fused if ``k``."""
     return SparseInputLayer(pack_columns(weight, structure, precision), bias, k, parallel, active)
 
 

@@ -40,8 +40,8 @@ def test_interleaved_timings_and_summary():
         interleaved_timings({})
 
 
-def test_bench_network_reports_bf16_beside_torch_on_the_same_rounded_weights():
-    """A bf16 row: the kernels' argmax agreement and dense torch's on the same rounded weights, both
+def test_bench_network_reports_reduced_precision_beside_torch_on_the_same_rounded_weights():
+    """A bf16 or int8 row: the kernels' argmax agreement and dense torch's on the same rounded weights, both
     against fp32 torch; an fp32 row passes its check and has no rounded figure."""
     from sparsecli.kernels.engine import LayerSpec
     from sparsecli.kernels.measure import Network, bench_network
@@ -55,6 +55,7 @@ def test_bench_network_reports_bf16_beside_torch_on_the_same_rounded_weights():
     failures = []
     fp32 = bench_network(net, x, 1, 3, 1, failures, ax)
     assert not failures and fp32["argmax_agreement"] == 1.0 and "argmax_agreement_torch_rounded" not in fp32
-    bf16 = bench_network(net, x, 1, 3, 1, failures, ax, "bf16")
-    assert 0.0 <= bf16["argmax_agreement_torch_rounded"] <= 1.0 and bf16["times"]["sparse-sparse"] is not None
-    assert abs(bf16["argmax_agreement"] - bf16["argmax_agreement_torch_rounded"]) <= 0.05
+    for precision in ("bf16", "int8"):
+        row = bench_network(net, x, 1, 3, 1, failures, ax, precision)
+        assert 0.0 <= row["argmax_agreement_torch_rounded"] <= 1.0 and row["times"]["sparse-sparse"] is not None
+        assert abs(row["argmax_agreement"] - row["argmax_agreement_torch_rounded"]) <= 0.05, precision

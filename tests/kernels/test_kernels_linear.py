@@ -132,3 +132,42 @@ def test_argument_checks_raise_value_error():
         sparse_sparse_linear(np.array([[3]]), np.ones((1, 1), np.float32), pack_columns(w))
     with pytest.raises(ValueError, match="column format"):
         sparse_sparse_linear(np.array([[0]]), np.ones((1, 1), np.float32), pack_rows(w))
+
+
+@pytest.mark.parametrize("structure", ["blocks16", "dense"])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_column_batched_kernel_equals_row_kernel_and_dense(structure, parallel):
+    """From ``COLUMNS_MIN_BATCH`` rows on, blocks/dense layouts run column-batched: the same
+    outputs as dense (rows with padding and all-zero rows included) and the same winners."""
+    from sparsecli.kernels.sparse_sparse import COLUMNS_MIN_BATCH
+
+    batch = COLUMNS_MIN_BATCH + 3  # not a multiple of the thread chunks
+    rng, w, b = layer(7, 300, 200, 0.05 if structure != "dense" else 1.0, structure)
+    idx, val = k_winners(rng.standard_normal((batch, 200)).astype(np.float32), 20)
+    val[0] = 0.0  # an all-zero input row
+    val[1, :5] = 0.0  # padding entries (value 0) in a row
+    x = np.zeros((batch, 200), np.float32)
+    np.put_along_axis(x, idx.astype(np.intp), val, axis=1)
+    ref = reference(x, w, b)
+    packed = pack_columns(w, structure)
+    assert_close(sparse_sparse_linear(idx, val, packed, b, parallel=parallel), ref)
+    out_idx, out_val = sparse_sparse_linear_kwta(idx, val, packed, 20, b, parallel=parallel)
+    for r in range(batch):
+        assert set(out_idx[r].tolist()) == set(np.argsort(-ref[r])[:20].tolist())
+    rows_idx, rows_val = sparse_sparse_linear_kwta(idx[:1], val[:1], packed, 20, b)  # the per-row kernel
+    np.testing.assert_array_equal(np.sort(rows_idx[0]), np.sort(out_idx[0]))
+
+
+@pytest.mark.parametrize("n_in", [40, 70_000])  # uint16 indices (read four to a word), uint32 (plain)
+def test_csr_rows_of_every_length_and_start(n_in):
+    """Rows of 0-19 non-zeros, so row ranges start at every remainder mod 4 and end in every tail."""
+    rng = np.random.default_rng(10)
+    w = np.zeros((20, n_in), np.float32)
+    for r in range(20):
+        w[r, rng.choice(n_in, r, replace=False)] = rng.standard_normal(r)
+    b = rng.standard_normal(20).astype(np.float32)
+    x = rng.standard_normal((3, n_in)).astype(np.float32)
+    packed = pack_rows(w, "unstructured")
+    assert packed.col.dtype == (np.uint16 if n_in < 65536 else np.uint32)
+    for batch in (1, 3):
+        assert_close(sparse_dense_linear(x[:batch], packed, b, parallel=False), reference(x[:batch], w, b))
