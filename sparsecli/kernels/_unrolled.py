@@ -1931,7 +1931,7 @@ def conv_rows_tile8(xp, pos_base, row_ptr, col_off, values, bias, out, cb):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def conv_gather16(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):
+def conv_gather16(ptr, ent_e, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):
     """Stride-1 conv of one row's active inputs (bucketed by pixel: ``ptr``) into 16 channels."""
     q0 = bias[0]
     q1 = bias[1]
@@ -1967,35 +1967,32 @@ def conv_gather16(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, 
             a13 = q13
             a14 = q14
             a15 = q15
+            x0 = max(ox - pad, 0)
+            x1 = min(ox - pad + kw, w)
             for dy in range(kh):
                 iy = oy + dy - pad
-                if iy < 0 or iy >= h:
+                if iy < 0 or iy >= h or x0 >= x1:
                     continue
-                for dx in range(kw):
-                    ix = ox + dx - pad
-                    if ix < 0 or ix >= w:
-                        continue
-                    pix = iy * w + ix
-                    jb = (dy * kw + dx) * c_in
-                    for t in range(ptr[pix], ptr[pix + 1]):
-                        v = ent_v[t]
-                        wj = wc[jb + ent_c[t]]
-                        a0 += v * wj[0]
-                        a1 += v * wj[1]
-                        a2 += v * wj[2]
-                        a3 += v * wj[3]
-                        a4 += v * wj[4]
-                        a5 += v * wj[5]
-                        a6 += v * wj[6]
-                        a7 += v * wj[7]
-                        a8 += v * wj[8]
-                        a9 += v * wj[9]
-                        a10 += v * wj[10]
-                        a11 += v * wj[11]
-                        a12 += v * wj[12]
-                        a13 += v * wj[13]
-                        a14 += v * wj[14]
-                        a15 += v * wj[15]
+                jb = (dy * kw - ox + pad) * c_in  # + ent_e: row (dy * kw + dx) * c_in + channel
+                for t in range(ptr[iy * w + x0], ptr[iy * w + x1]):
+                    v = ent_v[t]
+                    wj = wc[jb + ent_e[t]]
+                    a0 += v * wj[0]
+                    a1 += v * wj[1]
+                    a2 += v * wj[2]
+                    a3 += v * wj[3]
+                    a4 += v * wj[4]
+                    a5 += v * wj[5]
+                    a6 += v * wj[6]
+                    a7 += v * wj[7]
+                    a8 += v * wj[8]
+                    a9 += v * wj[9]
+                    a10 += v * wj[10]
+                    a11 += v * wj[11]
+                    a12 += v * wj[12]
+                    a13 += v * wj[13]
+                    a14 += v * wj[14]
+                    a15 += v * wj[15]
             o = (oy * wo + ox) * 16
             out[o + 0] = a0
             out[o + 1] = a1
@@ -2016,7 +2013,7 @@ def conv_gather16(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, 
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def conv_gather32(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):
+def conv_gather32(ptr, ent_e, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):
     """Stride-1 conv of one row's active inputs (bucketed by pixel: ``ptr``) into 32 channels."""
     q0 = bias[0]
     q1 = bias[1]
@@ -2084,51 +2081,48 @@ def conv_gather32(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, 
             a29 = q29
             a30 = q30
             a31 = q31
+            x0 = max(ox - pad, 0)
+            x1 = min(ox - pad + kw, w)
             for dy in range(kh):
                 iy = oy + dy - pad
-                if iy < 0 or iy >= h:
+                if iy < 0 or iy >= h or x0 >= x1:
                     continue
-                for dx in range(kw):
-                    ix = ox + dx - pad
-                    if ix < 0 or ix >= w:
-                        continue
-                    pix = iy * w + ix
-                    jb = (dy * kw + dx) * c_in
-                    for t in range(ptr[pix], ptr[pix + 1]):
-                        v = ent_v[t]
-                        wj = wc[jb + ent_c[t]]
-                        a0 += v * wj[0]
-                        a1 += v * wj[1]
-                        a2 += v * wj[2]
-                        a3 += v * wj[3]
-                        a4 += v * wj[4]
-                        a5 += v * wj[5]
-                        a6 += v * wj[6]
-                        a7 += v * wj[7]
-                        a8 += v * wj[8]
-                        a9 += v * wj[9]
-                        a10 += v * wj[10]
-                        a11 += v * wj[11]
-                        a12 += v * wj[12]
-                        a13 += v * wj[13]
-                        a14 += v * wj[14]
-                        a15 += v * wj[15]
-                        a16 += v * wj[16]
-                        a17 += v * wj[17]
-                        a18 += v * wj[18]
-                        a19 += v * wj[19]
-                        a20 += v * wj[20]
-                        a21 += v * wj[21]
-                        a22 += v * wj[22]
-                        a23 += v * wj[23]
-                        a24 += v * wj[24]
-                        a25 += v * wj[25]
-                        a26 += v * wj[26]
-                        a27 += v * wj[27]
-                        a28 += v * wj[28]
-                        a29 += v * wj[29]
-                        a30 += v * wj[30]
-                        a31 += v * wj[31]
+                jb = (dy * kw - ox + pad) * c_in  # + ent_e: row (dy * kw + dx) * c_in + channel
+                for t in range(ptr[iy * w + x0], ptr[iy * w + x1]):
+                    v = ent_v[t]
+                    wj = wc[jb + ent_e[t]]
+                    a0 += v * wj[0]
+                    a1 += v * wj[1]
+                    a2 += v * wj[2]
+                    a3 += v * wj[3]
+                    a4 += v * wj[4]
+                    a5 += v * wj[5]
+                    a6 += v * wj[6]
+                    a7 += v * wj[7]
+                    a8 += v * wj[8]
+                    a9 += v * wj[9]
+                    a10 += v * wj[10]
+                    a11 += v * wj[11]
+                    a12 += v * wj[12]
+                    a13 += v * wj[13]
+                    a14 += v * wj[14]
+                    a15 += v * wj[15]
+                    a16 += v * wj[16]
+                    a17 += v * wj[17]
+                    a18 += v * wj[18]
+                    a19 += v * wj[19]
+                    a20 += v * wj[20]
+                    a21 += v * wj[21]
+                    a22 += v * wj[22]
+                    a23 += v * wj[23]
+                    a24 += v * wj[24]
+                    a25 += v * wj[25]
+                    a26 += v * wj[26]
+                    a27 += v * wj[27]
+                    a28 += v * wj[28]
+                    a29 += v * wj[29]
+                    a30 += v * wj[30]
+                    a31 += v * wj[31]
             o = (oy * wo + ox) * 32
             out[o + 0] = a0
             out[o + 1] = a1
@@ -2165,7 +2159,7 @@ def conv_gather32(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, 
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def conv_gather48(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):
+def conv_gather48(ptr, ent_e, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):
     """Stride-1 conv of one row's active inputs (bucketed by pixel: ``ptr``) into 48 channels."""
     q0 = bias[0]
     q1 = bias[1]
@@ -2265,67 +2259,64 @@ def conv_gather48(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, 
             a45 = q45
             a46 = q46
             a47 = q47
+            x0 = max(ox - pad, 0)
+            x1 = min(ox - pad + kw, w)
             for dy in range(kh):
                 iy = oy + dy - pad
-                if iy < 0 or iy >= h:
+                if iy < 0 or iy >= h or x0 >= x1:
                     continue
-                for dx in range(kw):
-                    ix = ox + dx - pad
-                    if ix < 0 or ix >= w:
-                        continue
-                    pix = iy * w + ix
-                    jb = (dy * kw + dx) * c_in
-                    for t in range(ptr[pix], ptr[pix + 1]):
-                        v = ent_v[t]
-                        wj = wc[jb + ent_c[t]]
-                        a0 += v * wj[0]
-                        a1 += v * wj[1]
-                        a2 += v * wj[2]
-                        a3 += v * wj[3]
-                        a4 += v * wj[4]
-                        a5 += v * wj[5]
-                        a6 += v * wj[6]
-                        a7 += v * wj[7]
-                        a8 += v * wj[8]
-                        a9 += v * wj[9]
-                        a10 += v * wj[10]
-                        a11 += v * wj[11]
-                        a12 += v * wj[12]
-                        a13 += v * wj[13]
-                        a14 += v * wj[14]
-                        a15 += v * wj[15]
-                        a16 += v * wj[16]
-                        a17 += v * wj[17]
-                        a18 += v * wj[18]
-                        a19 += v * wj[19]
-                        a20 += v * wj[20]
-                        a21 += v * wj[21]
-                        a22 += v * wj[22]
-                        a23 += v * wj[23]
-                        a24 += v * wj[24]
-                        a25 += v * wj[25]
-                        a26 += v * wj[26]
-                        a27 += v * wj[27]
-                        a28 += v * wj[28]
-                        a29 += v * wj[29]
-                        a30 += v * wj[30]
-                        a31 += v * wj[31]
-                        a32 += v * wj[32]
-                        a33 += v * wj[33]
-                        a34 += v * wj[34]
-                        a35 += v * wj[35]
-                        a36 += v * wj[36]
-                        a37 += v * wj[37]
-                        a38 += v * wj[38]
-                        a39 += v * wj[39]
-                        a40 += v * wj[40]
-                        a41 += v * wj[41]
-                        a42 += v * wj[42]
-                        a43 += v * wj[43]
-                        a44 += v * wj[44]
-                        a45 += v * wj[45]
-                        a46 += v * wj[46]
-                        a47 += v * wj[47]
+                jb = (dy * kw - ox + pad) * c_in  # + ent_e: row (dy * kw + dx) * c_in + channel
+                for t in range(ptr[iy * w + x0], ptr[iy * w + x1]):
+                    v = ent_v[t]
+                    wj = wc[jb + ent_e[t]]
+                    a0 += v * wj[0]
+                    a1 += v * wj[1]
+                    a2 += v * wj[2]
+                    a3 += v * wj[3]
+                    a4 += v * wj[4]
+                    a5 += v * wj[5]
+                    a6 += v * wj[6]
+                    a7 += v * wj[7]
+                    a8 += v * wj[8]
+                    a9 += v * wj[9]
+                    a10 += v * wj[10]
+                    a11 += v * wj[11]
+                    a12 += v * wj[12]
+                    a13 += v * wj[13]
+                    a14 += v * wj[14]
+                    a15 += v * wj[15]
+                    a16 += v * wj[16]
+                    a17 += v * wj[17]
+                    a18 += v * wj[18]
+                    a19 += v * wj[19]
+                    a20 += v * wj[20]
+                    a21 += v * wj[21]
+                    a22 += v * wj[22]
+                    a23 += v * wj[23]
+                    a24 += v * wj[24]
+                    a25 += v * wj[25]
+                    a26 += v * wj[26]
+                    a27 += v * wj[27]
+                    a28 += v * wj[28]
+                    a29 += v * wj[29]
+                    a30 += v * wj[30]
+                    a31 += v * wj[31]
+                    a32 += v * wj[32]
+                    a33 += v * wj[33]
+                    a34 += v * wj[34]
+                    a35 += v * wj[35]
+                    a36 += v * wj[36]
+                    a37 += v * wj[37]
+                    a38 += v * wj[38]
+                    a39 += v * wj[39]
+                    a40 += v * wj[40]
+                    a41 += v * wj[41]
+                    a42 += v * wj[42]
+                    a43 += v * wj[43]
+                    a44 += v * wj[44]
+                    a45 += v * wj[45]
+                    a46 += v * wj[46]
+                    a47 += v * wj[47]
             o = (oy * wo + ox) * 48
             out[o + 0] = a0
             out[o + 1] = a1
@@ -2378,7 +2369,7 @@ def conv_gather48(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, 
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def conv_gather64(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):
+def conv_gather64(ptr, ent_e, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):
     """Stride-1 conv of one row's active inputs (bucketed by pixel: ``ptr``) into 64 channels."""
     q0 = bias[0]
     q1 = bias[1]
@@ -2510,83 +2501,80 @@ def conv_gather64(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, 
             a61 = q61
             a62 = q62
             a63 = q63
+            x0 = max(ox - pad, 0)
+            x1 = min(ox - pad + kw, w)
             for dy in range(kh):
                 iy = oy + dy - pad
-                if iy < 0 or iy >= h:
+                if iy < 0 or iy >= h or x0 >= x1:
                     continue
-                for dx in range(kw):
-                    ix = ox + dx - pad
-                    if ix < 0 or ix >= w:
-                        continue
-                    pix = iy * w + ix
-                    jb = (dy * kw + dx) * c_in
-                    for t in range(ptr[pix], ptr[pix + 1]):
-                        v = ent_v[t]
-                        wj = wc[jb + ent_c[t]]
-                        a0 += v * wj[0]
-                        a1 += v * wj[1]
-                        a2 += v * wj[2]
-                        a3 += v * wj[3]
-                        a4 += v * wj[4]
-                        a5 += v * wj[5]
-                        a6 += v * wj[6]
-                        a7 += v * wj[7]
-                        a8 += v * wj[8]
-                        a9 += v * wj[9]
-                        a10 += v * wj[10]
-                        a11 += v * wj[11]
-                        a12 += v * wj[12]
-                        a13 += v * wj[13]
-                        a14 += v * wj[14]
-                        a15 += v * wj[15]
-                        a16 += v * wj[16]
-                        a17 += v * wj[17]
-                        a18 += v * wj[18]
-                        a19 += v * wj[19]
-                        a20 += v * wj[20]
-                        a21 += v * wj[21]
-                        a22 += v * wj[22]
-                        a23 += v * wj[23]
-                        a24 += v * wj[24]
-                        a25 += v * wj[25]
-                        a26 += v * wj[26]
-                        a27 += v * wj[27]
-                        a28 += v * wj[28]
-                        a29 += v * wj[29]
-                        a30 += v * wj[30]
-                        a31 += v * wj[31]
-                        a32 += v * wj[32]
-                        a33 += v * wj[33]
-                        a34 += v * wj[34]
-                        a35 += v * wj[35]
-                        a36 += v * wj[36]
-                        a37 += v * wj[37]
-                        a38 += v * wj[38]
-                        a39 += v * wj[39]
-                        a40 += v * wj[40]
-                        a41 += v * wj[41]
-                        a42 += v * wj[42]
-                        a43 += v * wj[43]
-                        a44 += v * wj[44]
-                        a45 += v * wj[45]
-                        a46 += v * wj[46]
-                        a47 += v * wj[47]
-                        a48 += v * wj[48]
-                        a49 += v * wj[49]
-                        a50 += v * wj[50]
-                        a51 += v * wj[51]
-                        a52 += v * wj[52]
-                        a53 += v * wj[53]
-                        a54 += v * wj[54]
-                        a55 += v * wj[55]
-                        a56 += v * wj[56]
-                        a57 += v * wj[57]
-                        a58 += v * wj[58]
-                        a59 += v * wj[59]
-                        a60 += v * wj[60]
-                        a61 += v * wj[61]
-                        a62 += v * wj[62]
-                        a63 += v * wj[63]
+                jb = (dy * kw - ox + pad) * c_in  # + ent_e: row (dy * kw + dx) * c_in + channel
+                for t in range(ptr[iy * w + x0], ptr[iy * w + x1]):
+                    v = ent_v[t]
+                    wj = wc[jb + ent_e[t]]
+                    a0 += v * wj[0]
+                    a1 += v * wj[1]
+                    a2 += v * wj[2]
+                    a3 += v * wj[3]
+                    a4 += v * wj[4]
+                    a5 += v * wj[5]
+                    a6 += v * wj[6]
+                    a7 += v * wj[7]
+                    a8 += v * wj[8]
+                    a9 += v * wj[9]
+                    a10 += v * wj[10]
+                    a11 += v * wj[11]
+                    a12 += v * wj[12]
+                    a13 += v * wj[13]
+                    a14 += v * wj[14]
+                    a15 += v * wj[15]
+                    a16 += v * wj[16]
+                    a17 += v * wj[17]
+                    a18 += v * wj[18]
+                    a19 += v * wj[19]
+                    a20 += v * wj[20]
+                    a21 += v * wj[21]
+                    a22 += v * wj[22]
+                    a23 += v * wj[23]
+                    a24 += v * wj[24]
+                    a25 += v * wj[25]
+                    a26 += v * wj[26]
+                    a27 += v * wj[27]
+                    a28 += v * wj[28]
+                    a29 += v * wj[29]
+                    a30 += v * wj[30]
+                    a31 += v * wj[31]
+                    a32 += v * wj[32]
+                    a33 += v * wj[33]
+                    a34 += v * wj[34]
+                    a35 += v * wj[35]
+                    a36 += v * wj[36]
+                    a37 += v * wj[37]
+                    a38 += v * wj[38]
+                    a39 += v * wj[39]
+                    a40 += v * wj[40]
+                    a41 += v * wj[41]
+                    a42 += v * wj[42]
+                    a43 += v * wj[43]
+                    a44 += v * wj[44]
+                    a45 += v * wj[45]
+                    a46 += v * wj[46]
+                    a47 += v * wj[47]
+                    a48 += v * wj[48]
+                    a49 += v * wj[49]
+                    a50 += v * wj[50]
+                    a51 += v * wj[51]
+                    a52 += v * wj[52]
+                    a53 += v * wj[53]
+                    a54 += v * wj[54]
+                    a55 += v * wj[55]
+                    a56 += v * wj[56]
+                    a57 += v * wj[57]
+                    a58 += v * wj[58]
+                    a59 += v * wj[59]
+                    a60 += v * wj[60]
+                    a61 += v * wj[61]
+                    a62 += v * wj[62]
+                    a63 += v * wj[63]
             o = (oy * wo + ox) * 64
             out[o + 0] = a0
             out[o + 1] = a1

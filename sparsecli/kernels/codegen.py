@@ -165,13 +165,16 @@ GATHER_GROUPS = (1, 2, 3, 4)  # output channels / 16 of the sparse-input conv's 
 def conv_gather(groups: int) -> str:
     """Sparse-input conv, output-stationary: for each output position, every active input of
     its receptive field adds ``value * weight[tap, channel, :]`` into ``16 * groups`` sums held
-    in registers; the same multiply-adds as scattering each active input, no stores between."""
+    in registers; the same multiply-adds as scattering each active input, no stores between.
+    The active inputs are bucketed by pixel, so those of one receptive-field row are one run
+    (``ptr[first pixel]`` to ``ptr[last pixel + 1]``): one loop per row, not per pixel (each
+    loop's exit is a mispredicted branch); ``ent_e`` = an entry's column x ``c_in`` + channel."""
     lanes = 16 * groups
     lines = [
         "",
         "",
         "@njit(cache=True, fastmath=_FASTMATH)",
-        f"def conv_gather{lanes}(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):",
+        f"def conv_gather{lanes}(ptr, ent_e, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):",
         f'    """Stride-1 conv of one row\'s active inputs (bucketed by pixel: ``ptr``) into {lanes} channels."""',
     ]
     lines += [f"    q{lane} = bias[{lane}]" for lane in range(lanes)]
@@ -181,21 +184,18 @@ def conv_gather(groups: int) -> str:
     ]
     lines += [f"            a{lane} = q{lane}" for lane in range(lanes)]
     lines += [
+        "            x0 = max(ox - pad, 0)",
+        "            x1 = min(ox - pad + kw, w)",
         "            for dy in range(kh):",
         "                iy = oy + dy - pad",
-        "                if iy < 0 or iy >= h:",
+        "                if iy < 0 or iy >= h or x0 >= x1:",
         "                    continue",
-        "                for dx in range(kw):",
-        "                    ix = ox + dx - pad",
-        "                    if ix < 0 or ix >= w:",
-        "                        continue",
-        "                    pix = iy * w + ix",
-        "                    jb = (dy * kw + dx) * c_in",
-        "                    for t in range(ptr[pix], ptr[pix + 1]):",
-        "                        v = ent_v[t]",
-        "                        wj = wc[jb + ent_c[t]]",
+        "                jb = (dy * kw - ox + pad) * c_in  # + ent_e: row (dy * kw + dx) * c_in + channel",
+        "                for t in range(ptr[iy * w + x0], ptr[iy * w + x1]):",
+        "                    v = ent_v[t]",
+        "                    wj = wc[jb + ent_e[t]]",
     ]
-    lines += [f"                        a{lane} += v * wj[{lane}]" for lane in range(lanes)]
+    lines += [f"                    a{lane} += v * wj[{lane}]" for lane in range(lanes)]
     lines.append(f"            o = (oy * wo + ox) * {lanes}")
     lines += [f"            out[o + {lane}] = a{lane}" for lane in range(lanes)]
     return "\n".join(lines) + "\n"

@@ -396,8 +396,10 @@ def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
 
 
 @njit(cache=True)
-def _bucket(idx, val, n_pix, c_in, ptr, ent_c, ent_v):
-    """One row's active inputs grouped by pixel: pixel ``p`` owns entries ``ptr[p]:ptr[p+1]``."""
+def _bucket(idx, val, h, w, c_in, ptr, ent_e, ent_v):
+    """One row's active inputs grouped by pixel: pixel ``p`` owns entries ``ptr[p]:ptr[p+1]``;
+    ``ent_e`` = the entry's column x ``c_in`` + its channel (its offset within its map row)."""
+    n_pix = h * w
     ptr[:] = 0
     for a in range(idx.shape[0]):
         if val[a] != 0.0:
@@ -405,11 +407,12 @@ def _bucket(idx, val, n_pix, c_in, ptr, ent_c, ent_v):
     for p in range(n_pix):
         ptr[p + 1] += ptr[p]
     fill = ptr[:n_pix].copy()
+    row = w * c_in
     for a in range(idx.shape[0]):
         if val[a] != 0.0:
             u = np.int64(idx[a])
             p = u // c_in
-            ent_c[fill[p]] = u - p * c_in
+            ent_e[fill[p]] = u - (u // row) * row
             ent_v[fill[p]] = val[a]
             fill[p] += 1
 
@@ -417,17 +420,17 @@ def _bucket(idx, val, n_pix, c_in, ptr, ent_c, ent_v):
 @njit(cache=True)
 def _conv_gather_row(idx, val, wc, h, w, c_in, kh, kw, pad, ho, wo, c_out, bias, out):
     ptr = np.empty(h * w + 1, np.int64)
-    ent_c = np.empty(idx.shape[0], np.int64)
+    ent_e = np.empty(idx.shape[0], np.int64)
     ent_v = np.empty(idx.shape[0], np.float32)
-    _bucket(idx, val, h * w, c_in, ptr, ent_c, ent_v)
+    _bucket(idx, val, h, w, c_in, ptr, ent_e, ent_v)
     if c_out == 64:
-        conv_gather64(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out)
+        conv_gather64(ptr, ent_e, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out)
     elif c_out == 48:
-        conv_gather48(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out)
+        conv_gather48(ptr, ent_e, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out)
     elif c_out == 32:
-        conv_gather32(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out)
+        conv_gather32(ptr, ent_e, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out)
     else:
-        conv_gather16(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out)
+        conv_gather16(ptr, ent_e, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out)
 
 
 @njit(cache=True)

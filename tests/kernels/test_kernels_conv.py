@@ -49,9 +49,12 @@ def test_conv_dense_input_equals_torch(c_in, c_out, k, pad, stride, hw, density,
     assert_close(out.reshape(batch, -1), ref.reshape(batch, -1))
 
 
-@pytest.mark.parametrize(("c_in", "c_out", "k", "pad", "stride"), [(4, 16, 3, 1, 1), (6, 24, 5, 2, 2), (16, 32, 3, 0, 1)])
+@pytest.mark.parametrize(("c_in", "c_out", "k", "pad", "stride"), [(4, 16, 3, 1, 1), (6, 24, 5, 2, 2), (16, 32, 3, 0, 1),
+                                                               (3, 48, 5, 4, 1), (5, 64, 3, 2, 1)])
 @pytest.mark.parametrize("active", [0.05, 0.3])
 def test_conv_sparse_input_equals_torch(c_in, c_out, k, pad, stride, active):
+    """Unstructured weights: the output-stationary gather (stride 1, 16-64 channels; padding up to
+    the kernel's size) or the scatter (any other stride or channel count)."""
     rng = np.random.default_rng(k + c_out)
     w = conv_weight(rng, c_out, c_in, k, 0.4)
     b = rng.standard_normal(c_out).astype(np.float32)
