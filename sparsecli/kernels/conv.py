@@ -518,6 +518,44 @@ def _kwta_local(x, n_pos, c, k, idx_out, val_out):
 
 
 @njit(cache=True)
+def _pool_kwta_row(xb, h, w, c, p, k, local, pooled, idx_out, val_out, scratch, loc_i, loc_v):
+    """Pool (if ``p > 1``), then kWTA over the whole map or across channels per position; one call
+    per layer instead of one per op (each costs a numba dispatch and a Python wrapper)."""
+    row = xb
+    if p > 1:
+        _max_pool_row(xb, h, w, c, p, pooled)
+        row = pooled
+    n = (h // p) * (w // p) * c
+    keys, cand, ckeys, hist = scratch
+    if not local:
+        kwinners.select_row(row, n, k, idx_out, val_out, keys, cand, ckeys, hist)
+        return
+    for q in range(n // c):
+        kwinners.select_row(row[q * c : (q + 1) * c], c, k, loc_i, loc_v, keys, cand, ckeys, hist)
+        for t in range(k):
+            idx_out[q * k + t] = q * c + loc_i[t]
+            val_out[q * k + t] = loc_v[t]
+
+
+@njit(cache=True)
+def _pool_kwta_serial(x, h, w, c, p, k, local, pooled, idx_out, val_out):
+    scratch = kwinners._scratch_nb(pooled.shape[1])
+    loc_i, loc_v = np.empty(k, np.uint32), np.empty(k, np.float32)
+    for b in range(x.shape[0]):
+        _pool_kwta_row(x[b], h, w, c, p, k, local, pooled[b], idx_out[b], val_out[b], scratch, loc_i, loc_v)
+
+
+@njit(cache=True, parallel=True)
+def _pool_kwta_parallel(x, h, w, c, p, k, local, pooled, idx_out, val_out, n_chunks):
+    size = (x.shape[0] + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
+        scratch = kwinners._scratch_nb(pooled.shape[1])
+        loc_i, loc_v = np.empty(k, np.uint32), np.empty(k, np.float32)
+        for b in range(ch * size, min(x.shape[0], (ch + 1) * size)):
+            _pool_kwta_row(x[b], h, w, c, p, k, local, pooled[b], idx_out[b], val_out[b], scratch, loc_i, loc_v)
+
+
+@njit(cache=True)
 def _winners_pool_collect(idx, val, h, w, c, p, dense, pooled, idx_out, val_out):
     """kWTA, then pool: scatter the winners into a zero map, pool it, keep the non-zeros.
 
@@ -629,6 +667,10 @@ class ConvLayer:
             if self.spec.pool > 1:
                 b["pooled"] = aligned_empty((batch, c * hh * ww))
             b["par"] = self.parallel is not False and chunks > 1 and batch > 1
+            if self.k is not None and (self.spec.pool_first or self.spec.pool == 1):  # kWTA's winners
+                n = c * hh * ww
+                width = self.k * (hh * ww if self.spec.local else 1)
+                b["winners"] = (np.empty((batch, width), index_dtype(n)), np.empty((batch, width), np.float32))
             self._bufs[batch] = b
         return b
 
@@ -680,9 +722,14 @@ class ConvLayer:
                 _relu(x)
             return x
         if spec.pool_first or pool == 1:
-            x = pooled(conv)
-            _, hh, ww = self.out_shape if pool > 1 else (c, ho, wo)
-            return _kwta(x, hh * ww, c, self.k, spec.local)
+            pooled_buf = buf["pooled"] if pool > 1 else conv
+            idx, val = buf["winners"] if reuse else (np.empty_like(buf["winners"][0]), np.empty_like(buf["winners"][1]))
+            if buf["par"]:
+                _pool_kwta_parallel(conv, ho, wo, c, pool, self.k, spec.local, pooled_buf, idx, val,
+                                    kwinners.row_chunks(batch))
+            else:
+                _pool_kwta_serial(conv, ho, wo, c, pool, self.k, spec.local, pooled_buf, idx, val)
+            return idx, val
         idx, val = _kwta(conv, ho * wo, c, self.k, spec.local)
         m = (ho // pool) * (wo // pool) * c
         width = min(idx.shape[1], m)
