@@ -98,6 +98,35 @@ def conv_tile(rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+
+def conv_tile_pool2(rows: int) -> str:
+    """``conv_tile`` followed by 2x2 max-pooling in registers: the positions come in fours, one
+    pooling window each (``pos_base`` orders them so), and only each window's maximum is stored
+    (``out`` rows are pooled positions), so the conv map before pooling is never written."""
+    u = "np.uint64"
+    lines = [
+        "",
+        "",
+        "@njit(cache=True, fastmath=_FASTMATH)",
+        f"def conv_rows_tile{rows}_pool2(xp, pos_base, row_ptr, col_off, values, bias, out, cb):",
+        f'    """Channels ``16cb..16cb+15`` of every 2x2-pooled position, {rows // 4} at a time (``out`` rows padded)."""',
+        f"    o = {u}(cb) * {u}(16)",
+        f"    p0 = {u}(row_ptr[cb])",
+        f"    p1 = {u}(row_ptr[cb + 1])",
+    ]
+    lines += [f"    q{lane} = bias[o + {u}({lane})]" for lane in range(16)]
+    lines.append(f"    for pt in range({u}(0), {u}(out.shape[0] * 4), {u}({rows})):")
+    body = _register_tile(rows, [f"        b{i} = {u}(pos_base[pt + {u}({i})])" for i in range(rows)],
+                          [f"            off = {u}(col_off[p])"], "xp[b{i} + off]", f"pt + {u}({{i}})")
+    lines += body[: len(body) - rows * 17]  # the sums, without their stores
+    for w in range(rows // 4):
+        lines.append(f"        ob = out[pt // {u}(4) + {u}({w})]")
+        i = 4 * w
+        lines += [f"        ob[o + {u}({lane})] = max(max(a{i}_{lane}, a{i + 1}_{lane}), max(a{i + 2}_{lane}, a{i + 3}_{lane}))"
+                  for lane in range(16)]
+    return "\n".join(lines) + "\n"
+
+
 SETS = "abcd"  # four independent sets of accumulators: an FMA never waits on the previous one
 
 
@@ -203,6 +232,7 @@ def conv_gather(groups: int) -> str:
 
 def source() -> str:
     return (HEADER + blocks_row() + "".join(blocks_tile(t) for t in TILES) + csr_rows_tile16() + conv_tile(CONV_TILE)
+            + conv_tile_pool2(CONV_TILE)
             + "".join(conv_gather(g) for g in GATHER_GROUPS))
 
 

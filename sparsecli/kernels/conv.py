@@ -35,7 +35,8 @@ import numpy as np
 from numba import njit, prange
 
 from sparsecli.kernels import kwinners
-from sparsecli.kernels._unrolled import conv_gather16, conv_gather32, conv_gather48, conv_gather64, conv_rows_tile8
+from sparsecli.kernels._unrolled import (conv_gather16, conv_gather32, conv_gather48, conv_gather64, conv_rows_tile8,
+                                         conv_rows_tile8_pool2)
 from sparsecli.kernels.codegen import CONV_TILE
 from sparsecli.kernels.formats import BLOCK, ColumnBlocks, index_dtype, pack_columns, pack_rows
 from sparsecli.kernels.precision import as_f32
@@ -141,13 +142,17 @@ def _nchw_to_hwc(x, c, h, w, out):
 
 
 @njit(cache=True)
-def _conv_dense_row(xp, pos_base, row_ptr, col_off, values, bias, tmp, out, c_out):
-    """One row's conv into ``out`` (flat HWC); straight into it when ``c_out`` is whole blocks."""
+def _conv_dense_row(xp, pos_base, row_ptr, col_off, values, bias, tmp, out, c_out, pool2):
+    """One row's conv (``pool2``: 2x2-max-pooled as it goes) into ``out`` (flat HWC); straight
+    into it when ``c_out`` is whole blocks and no tile is padding."""
     c_pad = tmp.shape[1]
     direct = c_pad == c_out and out.shape[0] >= tmp.size
     dst = out[: tmp.size].reshape(tmp.shape) if direct else tmp
     for cb in range(row_ptr.shape[0] - 1):
-        conv_rows_tile8(xp, pos_base, row_ptr, col_off, values, bias, dst, cb)
+        if pool2:
+            conv_rows_tile8_pool2(xp, pos_base, row_ptr, col_off, values, bias, dst, cb)
+        else:
+            conv_rows_tile8(xp, pos_base, row_ptr, col_off, values, bias, dst, cb)
     if not direct:
         n_pos = out.shape[0] // c_out
         for p in range(n_pos):
@@ -156,7 +161,7 @@ def _conv_dense_row(xp, pos_base, row_ptr, col_off, values, bias, tmp, out, c_ou
 
 
 @njit(cache=True)
-def _conv_dense_serial(x, hwc_in, h, w, c, pad, xp, pos_base, row_ptr, col_off, values, bias, tmp, out, c_out):
+def _conv_dense_serial(x, hwc_in, h, w, c, pad, xp, pos_base, row_ptr, col_off, values, bias, tmp, out, c_out, pool2):
     """Dense-input conv for every batch row; ``hwc_in``: ``x`` rows already HWC (else CHW)."""
     for b in range(x.shape[0]):
         if hwc_in:
@@ -164,11 +169,12 @@ def _conv_dense_serial(x, hwc_in, h, w, c, pad, xp, pos_base, row_ptr, col_off, 
         else:
             _nchw_to_hwc(x[b], c, h, w, xp[1])
             _pad_hwc(xp[1], h, w, c, pad, xp[0])
-        _conv_dense_row(xp[0], pos_base, row_ptr, col_off, values, bias, tmp[0], out[b], c_out)
+        _conv_dense_row(xp[0], pos_base, row_ptr, col_off, values, bias, tmp[0], out[b], c_out, pool2)
 
 
 @njit(cache=True, parallel=True)
-def _conv_dense_parallel(x, hwc_in, h, w, c, pad, xp, pos_base, row_ptr, col_off, values, bias, tmp, out, c_out):
+def _conv_dense_parallel(x, hwc_in, h, w, c, pad, xp, pos_base, row_ptr, col_off, values, bias, tmp, out, c_out,
+                         pool2):
     n = x.shape[0]
     n_chunks = xp.shape[0] // 2
     size = (n + n_chunks - 1) // n_chunks
@@ -179,7 +185,7 @@ def _conv_dense_parallel(x, hwc_in, h, w, c, pad, xp, pos_base, row_ptr, col_off
             else:
                 _nchw_to_hwc(x[b], c, h, w, xp[2 * ch + 1])
                 _pad_hwc(xp[2 * ch + 1], h, w, c, pad, xp[2 * ch])
-            _conv_dense_row(xp[2 * ch], pos_base, row_ptr, col_off, values, bias, tmp[ch], out[b], c_out)
+            _conv_dense_row(xp[2 * ch], pos_base, row_ptr, col_off, values, bias, tmp[ch], out[b], c_out, pool2)
 
 
 @njit(cache=True, fastmath=_FASTMATH, inline="always")
@@ -582,7 +588,9 @@ def _winners_pool_collect(idx, val, h, w, c, p, dense, pooled, idx_out, val_out)
 # ---------------------------------------------------------------- packing
 
 
-def _dense_input_pack(spec: ConvSpec, shape, structure: str, precision: str = "fp32"):
+def _dense_input_pack(spec: ConvSpec, shape, structure: str, precision: str = "fp32", pool2: bool = False):
+    """The dense-input kernel's layout; ``pool2``: positions in fours, one 2x2 pooling window each
+    (``conv_rows_tile8_pool2``), and the rows it writes are the pooled positions."""
     c_in, h, w = shape
     kh, kw = spec.weight.shape[2:]
     pad = spec.padding
@@ -595,13 +603,20 @@ def _dense_input_pack(spec: ConvSpec, shape, structure: str, precision: str = "f
     dx, ci = np.divmod(rest, c_in)
     col_off = ((dy * wp + dx) * c_in + ci).astype(np.uint32)
     ho, wo = spec.conv_shape(h, w)
-    n_pos = ho * wo
-    n_pos_pad = -(-n_pos // CONV_TILE) * CONV_TILE
-    oy, ox = np.divmod(np.arange(n_pos_pad) % n_pos, wo)
+    if pool2:
+        n_rows = (ho // 2) * (wo // 2)
+        n_rows_pad = -(-n_rows // (CONV_TILE // 4)) * (CONV_TILE // 4)
+        py, px = np.divmod(np.arange(n_rows_pad) % n_rows, wo // 2)
+        oy = (2 * py[:, None] + np.array([0, 0, 1, 1])).reshape(-1)
+        ox = (2 * px[:, None] + np.array([0, 1, 0, 1])).reshape(-1)
+    else:
+        n_rows = ho * wo
+        n_rows_pad = -(-n_rows // CONV_TILE) * CONV_TILE
+        oy, ox = np.divmod(np.arange(n_rows_pad) % n_rows, wo)
     pos_base = ((oy * spec.stride * wp + ox * spec.stride) * c_in).astype(np.uint32)
     bias = np.zeros(packed.n_out_padded, np.float32)
     bias[: spec.c_out] = spec.bias
-    return packed, col_off, pos_base, bias, (ho, wo), n_pos_pad
+    return packed, col_off, pos_base, bias, (ho, wo), n_rows_pad
 
 
 class ConvLayer:
@@ -622,6 +637,7 @@ class ConvLayer:
         self.conv_hw = spec.conv_shape(h, w)
         self.out_shape = spec.out_shape(shape)
         kh, kw = spec.weight.shape[2:]
+        self._pool2 = False
         if sparse_input:
             wc = aligned(spec.weight.transpose(2, 3, 1, 0).reshape(kh * kw * c_in, spec.c_out))
             self._wc = wc
@@ -639,8 +655,12 @@ class ConvLayer:
                     self._blocks = _tap_blocks(cols, kh, kw, c_in, spec.c_out, self.conv_hw[1])
             self._gather = self._blocks is None and spec.stride == 1 and spec.c_out in (16, 32, 48, 64)
         else:
+            # 2x2 max-pooling in the conv's registers where it comes straight after the conv (max
+            # commutes with ReLU): the conv map before pooling is never written
+            ho, wo = self.conv_hw
+            self._pool2 = spec.pool == 2 and (spec.pool_first or spec.k is None) and min(ho, wo) >= 2
             self.packed, self._col_off, self._pos_base, self._bias_pad, _, self._n_pos_pad = _dense_input_pack(
-                spec, shape, structure, precision)
+                spec, shape, structure, precision, self._pool2)
             self._values = aligned(self.packed.values)
         ho, wo = self.conv_hw
         if spec.k is not None:
@@ -648,7 +668,7 @@ class ConvLayer:
             self.k = kwinners.check_k(spec.k, units)
         else:
             self.k = None
-        self.n_conv = ho * wo * spec.c_out
+        self.n_conv = int(np.prod(self.out_shape)) if self._pool2 else ho * wo * spec.c_out
         self._bufs: dict[int, dict] = {}
 
     def _buf(self, batch: int) -> dict:
@@ -664,7 +684,7 @@ class ConvLayer:
                 b["xp"] = aligned_empty((2 * chunks, max(n_xp, h * w * c_in)))
                 b["tmp"] = aligned_empty((chunks, self._n_pos_pad, self.packed.n_out_padded))
             c, hh, ww = self.out_shape
-            if self.spec.pool > 1:
+            if self.spec.pool > 1 and not self._pool2:
                 b["pooled"] = aligned_empty((batch, c * hh * ww))
             b["par"] = self.parallel is not False and chunks > 1 and batch > 1
             if self.k is not None and (self.spec.pool_first or self.spec.pool == 1):  # kWTA's winners
@@ -700,14 +720,16 @@ class ConvLayer:
             p = self.packed
             kernel = _conv_dense_parallel if buf["par"] else _conv_dense_serial
             kernel(h, not self.chw_input, hh, ww, c_in, spec.padding, buf["xp"], self._pos_base, p.row_ptr,
-                   self._col_off, self._values, self._bias_pad, buf["tmp"], conv, spec.c_out)
-        return self._activate(conv, batch, buf, reuse)
+                   self._col_off, self._values, self._bias_pad, buf["tmp"], conv, spec.c_out, self._pool2)
+            if self._pool2:  # conv holds the pooled map
+                return self._activate(conv, batch, buf, reuse, self.out_shape[1:], 1)
+        return self._activate(conv, batch, buf, reuse, self.conv_hw, spec.pool)
 
-    def _activate(self, conv, batch, buf, reuse):
+    def _activate(self, conv, batch, buf, reuse, hw, pool):
+        """Pooling (``pool``) and the activation of the ``hw`` map ``conv``."""
         spec = self.spec
-        ho, wo = self.conv_hw
+        ho, wo = hw
         c = spec.c_out
-        pool = spec.pool
 
         def pooled(x):
             if pool == 1:

@@ -49,6 +49,28 @@ def test_conv_dense_input_equals_torch(c_in, c_out, k, pad, stride, hw, density,
     assert_close(out.reshape(batch, -1), ref.reshape(batch, -1))
 
 
+@pytest.mark.parametrize(("c_in", "c_out", "k", "pad", "hw", "relu"),
+                         [(1, 64, 5, 0, (12, 12), True), (3, 20, 3, 1, (9, 11), True), (2, 16, 3, 0, (9, 9), False)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_conv_dense_input_pooled_in_registers_equals_torch(c_in, c_out, k, pad, hw, relu, batch):
+    """Dense input, then 2x2 max-pooling (and ReLU) fused into the conv's tiles: odd maps pool
+    with floor like torch, channel counts that are not whole blocks and odd pooled counts included."""
+    from sparsecli.kernels.conv import ConvLayer
+
+    rng = np.random.default_rng(c_in + c_out + k)
+    w = conv_weight(rng, c_out, c_in, k, 0.5)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    x = rng.standard_normal((batch, c_in, *hw)).astype(np.float32)
+    spec = ConvSpec(w, b, padding=pad, pool=2, relu=relu)
+    layer = ConvLayer(spec, (c_in, *hw), sparse_input=False, chw_input=True)
+    assert layer._pool2
+    c, h, wd = layer.out_shape
+    out = layer(x.reshape(batch, -1)).reshape(batch, h, wd, c).transpose(0, 3, 1, 2)
+    ref = F.max_pool2d(F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=pad), 2)
+    ref = torch.relu(ref) if relu else ref
+    assert_close(np.ascontiguousarray(out).reshape(batch, -1), ref.reshape(batch, -1))
+
+
 @pytest.mark.parametrize(("c_in", "c_out", "k", "pad", "stride"), [(4, 16, 3, 1, 1), (6, 24, 5, 2, 2), (16, 32, 3, 0, 1),
                                                                (3, 48, 5, 4, 1), (5, 64, 3, 2, 1)])
 @pytest.mark.parametrize("active", [0.05, 0.3])
