@@ -223,7 +223,7 @@ def _ptr(group: np.ndarray, n_groups: int) -> np.ndarray:
 
 def pack_columns(weight, structure: str = "auto", precision: str = "fp32") -> ColumnFormat:
     """Pack a weight for the sparse-sparse kernels (input-column major); ``auto`` takes dense
-    columns for an unstructured weight of density ``COLUMN_DENSE_THRESHOLD`` or more.
+    columns for an unstructured float32 weight of density ``COLUMN_DENSE_THRESHOLD`` or more.
 
     ``precision="bf16"`` stores the non-zeros of blocks16/unstructured layouts as bf16 bits
     (``precision.quantize``); a dense layout stays float32.
@@ -231,7 +231,8 @@ def pack_columns(weight, structure: str = "auto", precision: str = "fp32") -> Co
     auto = structure == "auto"
     w, structure = _resolve(weight, structure)
     n_out, n_in = w.shape
-    if auto and structure == "unstructured" and np.count_nonzero(w) >= COLUMN_DENSE_THRESHOLD * w.size:
+    if auto and precision == "fp32" and structure == "unstructured" \
+            and np.count_nonzero(w) >= COLUMN_DENSE_THRESHOLD * w.size:
         structure = "dense"
     if structure == "dense":
         weight_t = np.zeros((n_in, -(-n_out // BLOCK) * BLOCK), np.float32)

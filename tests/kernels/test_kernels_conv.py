@@ -138,6 +138,22 @@ def test_cnn_engine_equals_torch(pool_first, local, blocks, batch):
     assert kernels[:2] == ["sparse-dense", "sparse-sparse"]  # the conv fed winners scatters
 
 
+def test_dense_enough_unstructured_layer_fed_winners_packs_as_dense_columns():
+    """An unstructured layer of density >= COLUMN_DENSE_THRESHOLD fed winners runs as dense columns
+    (a 16-lane update per 16 outputs beats a scalar scatter-add per non-zero); sparser ones stay CSC."""
+    from sparsecli.kernels.formats import COLUMN_DENSE_THRESHOLD, ColumnCSC, DenseColumns, pack_columns
+
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((64, 80)).astype(np.float32)
+    dense_enough = w * (rng.random(w.shape) < COLUMN_DENSE_THRESHOLD + 0.1)
+    sparse = w * (rng.random(w.shape) < COLUMN_DENSE_THRESHOLD / 3)
+    assert isinstance(pack_columns(dense_enough), DenseColumns)
+    assert isinstance(pack_columns(dense_enough, "unstructured"), ColumnCSC)  # asked for explicitly
+    assert isinstance(pack_columns(sparse), ColumnCSC)
+    convs, lin = small_cnn(np.random.default_rng(3), True, False, False)
+    assert SparseCNNEngine.from_specs((2, 12, 12), convs, lin).describe()[2]["format"] == "DenseColumns"
+
+
 def test_conv_spec_rejects_bad_arguments():
     with pytest.raises(ValueError, match="4-D"):
         ConvSpec(np.ones((3, 3), np.float32))
