@@ -88,10 +88,8 @@ def describe_network(net) -> list[dict]:
 
 
 def conv_blocks_work(layer) -> float:
-    """Multiply-adds one active input costs the kept-block sparse-input conv: its channel's kept
-    blocks over every tap (margin taps included), 16 each."""
-    ch_ptr = layer._blocks[0]
-    return 16.0 * float(ch_ptr[-1]) / (len(ch_ptr) - 1)
+    """Multiply-adds one active input costs the kept-block sparse-input conv (``ConvLayer.block_work_per_input``)."""
+    return layer.block_work_per_input()
 
 
 def _active_fraction(rows: list[dict]) -> float:

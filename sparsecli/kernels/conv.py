@@ -688,6 +688,22 @@ class ConvLayer:
         self.n_conv = int(np.prod(self.out_shape)) if self._pool2 else ho * wo * spec.c_out
         self._bufs: dict[int, dict] = {}
 
+    def block_work_per_input(self) -> float:
+        """Multiply-adds one active input costs the kept-block sparse-input conv: its channel's
+        kept blocks (16 each) over the taps that land inside the output map, averaged over the
+        input's positions and channels (for cost models)."""
+        if self._blocks is None:
+            raise ValueError("this layer does not run the kept-block sparse-input conv")
+        c_in, h, w = self.shape
+        kh, kw = self.spec.weight.shape[2:]
+        ho, wo = self.conv_hw
+        pad = self.spec.padding
+        kept = np.diff(self._blocks[0].astype(np.int64)).reshape(c_in, kh, kw)
+        # taps (dy, dx) landing inside for input row y / column x: 0 <= y + pad - dy < ho
+        rows = np.array([[0 <= y + pad - dy < ho for dy in range(kh)] for y in range(h)], float).mean(axis=0)
+        cols = np.array([[0 <= x + pad - dx < wo for dx in range(kw)] for x in range(w)], float).mean(axis=0)
+        return 16.0 * float((kept.mean(axis=0) * rows[:, None] * cols[None, :]).sum())
+
     def _buf(self, batch: int) -> dict:
         b = self._bufs.get(batch)
         if b is None:
