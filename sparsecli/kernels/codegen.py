@@ -109,7 +109,8 @@ def conv_tile_pool2(rows: int) -> str:
         "",
         "@njit(cache=True, fastmath=_FASTMATH)",
         f"def conv_rows_tile{rows}_pool2(xp, pos_base, row_ptr, col_off, values, bias, out, cb):",
-        f'    """Channels ``16cb..16cb+15`` of every 2x2-pooled position, {rows // 4} at a time (``out`` rows padded)."""',
+        f'    """Channels ``16cb..16cb+15`` of every 2x2-pooled position, {rows // 4} at a time'
+        ' (``out`` rows padded)."""',
         f"    o = {u}(cb) * {u}(16)",
         f"    p0 = {u}(row_ptr[cb])",
         f"    p1 = {u}(row_ptr[cb + 1])",
@@ -122,8 +123,8 @@ def conv_tile_pool2(rows: int) -> str:
     for w in range(rows // 4):
         lines.append(f"        ob = out[pt // {u}(4) + {u}({w})]")
         i = 4 * w
-        lines += [f"        ob[o + {u}({lane})] = max(max(a{i}_{lane}, a{i + 1}_{lane}), max(a{i + 2}_{lane}, a{i + 3}_{lane}))"
-                  for lane in range(16)]
+        lines += [f"        ob[o + {u}({lane})] = max(max(a{i}_{lane}, a{i + 1}_{lane}),"
+                  f" max(a{i + 2}_{lane}, a{i + 3}_{lane}))" for lane in range(16)]
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,9 @@ is ``(y * W + x) * C + c``, so the 16 output channels of a 16x1 weight block are
   ``[C_out, kh * kw * C_in]``, is packed into 16x1 blocks over output channels; each block
   is one (tap, input channel) and 16 output channels. The kernel keeps 16 channels x 8
   output positions of sums in registers (``conv_rows_tile8``, generated) over a zero-padded
-  input map, so no bounds checks run in the loop.
+  input map, so no bounds checks run in the loop. Where a 2x2 max-pool follows the conv, the
+  8 positions are two pooling windows and only their maxima are stored
+  (``conv_rows_tile8_pool2``): the map before pooling is never written.
 * **sparse input** (a conv fed a kWTA layer's winners): each active input unit adds
   ``value * W[:, c, dy, dx]`` into every output position it reaches: work proportional to
   the active units, not to the map. With 16x1-block weights (16 output channels kept or
@@ -21,7 +23,11 @@ is ``(y * W + x) * C + c``, so the 16 output channels of a 16x1 weight block are
   holds a non-zero, and a branch per block costs more than multiplying the zeros. Any other
   stride scatters.
 * ``max_pool`` (kernel = stride = ``p``, floor like torch), ``relu``, and kWTA over the
-  whole map (global) or across channels at each position (local, k per position).
+  whole map (global) or across channels at each position (local, k per position); pooling
+  and kWTA run in one call per layer, with the layer's own scratch.
+
+Buffers and packed weights start at 64-byte boundaries (``aligned``): a 16-lane access that
+straddles two cache lines costs up to twice as much.
 
 ``ConvSpec`` describes one conv block; ``prepare`` packs it (one public way per kind of
 input, used by the engine and the one-shot ``conv2d``).

@@ -71,8 +71,8 @@ def test_conv_dense_input_pooled_in_registers_equals_torch(c_in, c_out, k, pad, 
     assert_close(np.ascontiguousarray(out).reshape(batch, -1), ref.reshape(batch, -1))
 
 
-@pytest.mark.parametrize(("c_in", "c_out", "k", "pad", "stride"), [(4, 16, 3, 1, 1), (6, 24, 5, 2, 2), (16, 32, 3, 0, 1),
-                                                               (3, 48, 5, 4, 1), (5, 64, 3, 2, 1)])
+@pytest.mark.parametrize(("c_in", "c_out", "k", "pad", "stride"),
+                         [(4, 16, 3, 1, 1), (6, 24, 5, 2, 2), (16, 32, 3, 0, 1), (3, 48, 5, 4, 1), (5, 64, 3, 2, 1)])
 @pytest.mark.parametrize("active", [0.05, 0.3])
 def test_conv_sparse_input_equals_torch(c_in, c_out, k, pad, stride, active):
     """Unstructured weights: the output-stationary gather (stride 1, 16-64 channels; padding up to
