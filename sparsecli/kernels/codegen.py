@@ -98,6 +98,36 @@ def conv_tile(rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+
+def conv_tile_pool2(rows: int) -> str:
+    """``conv_tile`` followed by 2x2 max-pooling in registers: the positions come in fours, one
+    pooling window each (``pos_base`` orders them so), and only each window's maximum is stored
+    (``out`` rows are pooled positions), so the conv map before pooling is never written."""
+    u = "np.uint64"
+    lines = [
+        "",
+        "",
+        "@njit(cache=True, fastmath=_FASTMATH)",
+        f"def conv_rows_tile{rows}_pool2(xp, pos_base, row_ptr, col_off, values, bias, out, cb):",
+        f'    """Channels ``16cb..16cb+15`` of every 2x2-pooled position, {rows // 4} at a time'
+        ' (``out`` rows padded)."""',
+        f"    o = {u}(cb) * {u}(16)",
+        f"    p0 = {u}(row_ptr[cb])",
+        f"    p1 = {u}(row_ptr[cb + 1])",
+    ]
+    lines += [f"    q{lane} = bias[o + {u}({lane})]" for lane in range(16)]
+    lines.append(f"    for pt in range({u}(0), {u}(out.shape[0] * 4), {u}({rows})):")
+    body = _register_tile(rows, [f"        b{i} = {u}(pos_base[pt + {u}({i})])" for i in range(rows)],
+                          [f"            off = {u}(col_off[p])"], "xp[b{i} + off]", f"pt + {u}({{i}})")
+    lines += body[: len(body) - rows * 17]  # the sums, without their stores
+    for w in range(rows // 4):
+        lines.append(f"        ob = out[pt // {u}(4) + {u}({w})]")
+        i = 4 * w
+        lines += [f"        ob[o + {u}({lane})] = max(max(a{i}_{lane}, a{i + 1}_{lane}),"
+                  f" max(a{i + 2}_{lane}, a{i + 3}_{lane}))" for lane in range(16)]
+    return "\n".join(lines) + "\n"
+
+
 SETS = "abcd"  # four independent sets of accumulators: an FMA never waits on the previous one
 
 
@@ -165,13 +195,16 @@ GATHER_GROUPS = (1, 2, 3, 4)  # output channels / 16 of the sparse-input conv's 
 def conv_gather(groups: int) -> str:
     """Sparse-input conv, output-stationary: for each output position, every active input of
     its receptive field adds ``value * weight[tap, channel, :]`` into ``16 * groups`` sums held
-    in registers; the same multiply-adds as scattering each active input, no stores between."""
+    in registers; the same multiply-adds as scattering each active input, no stores between.
+    The active inputs are bucketed by pixel, so those of one receptive-field row are one run
+    (``ptr[first pixel]`` to ``ptr[last pixel + 1]``): one loop per row, not per pixel (each
+    loop's exit is a mispredicted branch); ``ent_e`` = an entry's column x ``c_in`` + channel."""
     lanes = 16 * groups
     lines = [
         "",
         "",
         "@njit(cache=True, fastmath=_FASTMATH)",
-        f"def conv_gather{lanes}(ptr, ent_c, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):",
+        f"def conv_gather{lanes}(ptr, ent_e, ent_v, wc, bias, h, w, c_in, kh, kw, pad, ho, wo, out):",
         f'    """Stride-1 conv of one row\'s active inputs (bucketed by pixel: ``ptr``) into {lanes} channels."""',
     ]
     lines += [f"    q{lane} = bias[{lane}]" for lane in range(lanes)]
@@ -181,21 +214,18 @@ def conv_gather(groups: int) -> str:
     ]
     lines += [f"            a{lane} = q{lane}" for lane in range(lanes)]
     lines += [
+        "            x0 = max(ox - pad, 0)",
+        "            x1 = min(ox - pad + kw, w)",
         "            for dy in range(kh):",
         "                iy = oy + dy - pad",
-        "                if iy < 0 or iy >= h:",
+        "                if iy < 0 or iy >= h or x0 >= x1:",
         "                    continue",
-        "                for dx in range(kw):",
-        "                    ix = ox + dx - pad",
-        "                    if ix < 0 or ix >= w:",
-        "                        continue",
-        "                    pix = iy * w + ix",
-        "                    jb = (dy * kw + dx) * c_in",
-        "                    for t in range(ptr[pix], ptr[pix + 1]):",
-        "                        v = ent_v[t]",
-        "                        wj = wc[jb + ent_c[t]]",
+        "                jb = (dy * kw - ox + pad) * c_in  # + ent_e: row (dy * kw + dx) * c_in + channel",
+        "                for t in range(ptr[iy * w + x0], ptr[iy * w + x1]):",
+        "                    v = ent_v[t]",
+        "                    wj = wc[jb + ent_e[t]]",
     ]
-    lines += [f"                        a{lane} += v * wj[{lane}]" for lane in range(lanes)]
+    lines += [f"                    a{lane} += v * wj[{lane}]" for lane in range(lanes)]
     lines.append(f"            o = (oy * wo + ox) * {lanes}")
     lines += [f"            out[o + {lane}] = a{lane}" for lane in range(lanes)]
     return "\n".join(lines) + "\n"
@@ -203,6 +233,7 @@ def conv_gather(groups: int) -> str:
 
 def source() -> str:
     return (HEADER + blocks_row() + "".join(blocks_tile(t) for t in TILES) + csr_rows_tile16() + conv_tile(CONV_TILE)
+            + conv_tile_pool2(CONV_TILE)
             + "".join(conv_gather(g) for g in GATHER_GROUPS))
 
 

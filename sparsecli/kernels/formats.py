@@ -34,6 +34,10 @@ STRUCTURES = ("auto", "blocks16", "unstructured", "dense")
 BLOCK_FILL_THRESHOLD = 0.5
 # At or above this density the index bookkeeping costs more than skipping zeros saves.
 DENSE_THRESHOLD = 0.5
+# For a sparse input (column layouts), an unstructured weight at least this dense runs faster as
+# dense columns: one 16-lane update per 16 outputs beats one scalar scatter-add per non-zero
+# (measured, 1600 -> 1000 with 200 active inputs: equal at 10% density, 1.3x at 20%, 2.3x at 40%).
+COLUMN_DENSE_THRESHOLD = 0.2
 
 
 def index_dtype(n: int) -> np.dtype:
@@ -230,13 +234,18 @@ def _ptr(group: np.ndarray, n_groups: int) -> np.ndarray:
 
 
 def pack_columns(weight, structure: str = "auto", precision: str = "fp32") -> ColumnFormat:
-    """Pack a weight for the sparse-sparse kernels (input-column major).
+    """Pack a weight for the sparse-sparse kernels (input-column major); ``auto`` takes dense
+    columns for an unstructured float32 weight of density ``COLUMN_DENSE_THRESHOLD`` or more.
 
     ``precision="bf16"`` stores the non-zeros of blocks16/unstructured layouts as bf16 bits,
     ``"int8"`` as int8 levels with a per-output-channel ``scale`` (``precision.py``); a dense
     layout stays float32. Which entries are kept is decided on the float32 weight.
     """
+    auto = structure == "auto"
     w, structure = _resolve(weight, structure)
+    if auto and precision == "fp32" and structure == "unstructured" \
+            and np.count_nonzero(w) >= COLUMN_DENSE_THRESHOLD * w.size:
+        structure = "dense"
     src, scale = _stored(w, precision) if structure != "dense" else (w, None)
     n_out, n_in = w.shape
     if structure == "dense":
