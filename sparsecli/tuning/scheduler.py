@@ -11,13 +11,6 @@ thresholds a short training can already judge count at a rung (``Objectives.cons
 with ``final=False``): a sparse network below the accuracy threshold after 4 epochs may
 well pass it after 40, but one below the weight-sparsity threshold never will.
 
-With a second phase (``hold_last_rung``), no trial goes on from the last rung to
-``max_epochs`` here: the second phase chooses which to finish once every configuration has
-been judged there. Finishing a trial costs most of a full training, and a rung's first
-promotions would be chosen early, from a handful of results, by crowding distance (which
-favours a front's extremes); measured with one worker, deterministic: mean hypervolume
-0.00425 -> 0.00444 over 5 seeds (two seeds gained, three were unchanged).
-
 The budget (``tune.budget.full_trainings``, in epochs here) stops every running trial once
 the epochs spent by all trials reach it. Ray saves searchers and callbacks with an
 experiment but not schedulers, so on resume the rungs and the spent epochs are rebuilt from
@@ -62,11 +55,10 @@ def promote(entries: dict[str, dict], trial_id: str, objectives: Objectives, red
 
 class ParetoASHA(FIFOScheduler):
     def __init__(self, objectives: Objectives, min_epochs: int, max_epochs: int, reduction_factor: int,
-                 budget_epochs: float | None = None, strict: bool = False, hold_last_rung: bool = False):
+                 budget_epochs: float | None = None, strict: bool = False):
         super().__init__()
         self.objectives = objectives
         self.strict = strict
-        self.hold_last_rung = hold_last_rung
         self.milestones = rungs(min_epochs, max_epochs, reduction_factor)
         self.max_epochs = max_epochs
         self.reduction_factor = reduction_factor
@@ -91,8 +83,6 @@ class ParetoASHA(FIFOScheduler):
                 return TrialScheduler.STOP
         if result.get("epoch", 0) >= self.max_epochs or not promoted:
             return TrialScheduler.STOP
-        if self.hold_last_rung and self.milestones and result.get("epoch") == self.milestones[-1]:
-            return TrialScheduler.STOP  # the second phase decides who finishes
         return TrialScheduler.CONTINUE
 
     def _record(self, trial_id: str, result: dict) -> bool:

@@ -2,8 +2,7 @@
 
 Phase 1 ("search"): configurations sampled by ``FidelitySearch`` (one Optuna model per
 fidelity, so every rung result informs the next sample), scheduled by ``ParetoASHA`` from
-``min_epochs`` to ``max_epochs`` (with a second phase, only up to the last rung: the
-second phase chooses who finishes). It samples ``tune.budget.trials`` configurations, or with
+``min_epochs`` to ``max_epochs``. It samples ``tune.budget.trials`` configurations, or with
 ``trials: null`` as many as ``tune.budget.search_fraction`` of the budget
 (``tune.budget.full_trainings`` x ``max_epochs`` epochs) pays for. Phase 2 ("retrain",
 optional): the stopped trials whose last result is feasible as far as a short training can
@@ -138,7 +137,7 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
         searcher = FidelitySearch(optuna_space(params.tune.space), plan.objectives, fidelities, plan.searcher,
                                   plan.seed, plan.startup_trials, plan.search_epochs, plan.trials)
         scheduler = ParetoASHA(plan.objectives, plan.min_epochs, plan.full_epochs, plan.reduction_factor,
-                               plan.budget_epochs, strict=plan.second_phase, hold_last_rung=plan.second_phase)
+                               plan.budget_epochs, strict=plan.second_phase)
         return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials or -1,
                                max_concurrent_trials=workers)
 
