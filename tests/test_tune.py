@@ -243,8 +243,6 @@ def test_interrupted_run_resumes_without_rerunning_finished_trials(ray_cluster, 
     trials = read_csv(project / "tune" / "trials.csv")
     search = [t["trial"] for t in trials if t["phase"] == "search"]
     assert sorted(search) == sorted(set(before) | set(after)) == [f"search_{i:03d}" for i in range(1, 9)]
-    # with a second phase, the cheap phase takes no trial past its last rung (8 epochs): the second phase chooses
-    assert max(int(t["epochs"]) for t in trials if t["phase"] == "search") <= 8
 
     # second phase: each retrained trial finished a stopped one, exactly as a full training would have
     retrained = [t for t in trials if t["phase"] == "retrain"]
