@@ -109,6 +109,14 @@ def test_rungs_and_promotion_keep_the_best_fraction():
         assert decisions == expected, strict
 
 
+def test_promotion_ties_fall_by_arrival_not_by_trial_id():
+    """Ray's trial ids are random: ranking ties by them made a seeded one-worker search differ run to run."""
+    tie = {"accuracy": 0.96, "weight_sparsity": 0.9}
+    for first, second in (("zz", "aa"), ("aa", "zz")):
+        entries = {first: tie, second: tie}
+        assert promote(entries, first, ACC_WS, 2, strict=True) and not promote(entries, second, ACC_WS, 2, strict=True)
+
+
 def test_knee_of_a_two_point_front_is_the_better_trade_off_not_a_tie():
     """Min-max over two points puts both at distance 1 from the ideal; from the thresholds it does not."""
     front = [{"accuracy": 0.98, "weight_sparsity": 0.86}, {"accuracy": 0.97, "weight_sparsity": 0.92}]

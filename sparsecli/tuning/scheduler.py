@@ -46,7 +46,7 @@ def promote(entries: dict[str, dict], trial_id: str, objectives: Objectives, red
     Not strict, at least the best one continues (so the first trial at a rung always does,
     as in Ray's ASHA); strict, a rung needs ``rf`` results before any continues.
     """
-    ids = sorted(entries)
+    ids = list(entries)  # arrival order: ties fall the same way in every run (Ray's trial ids are random)
     order = constrained_order([objectives.vector(entries[i]) for i in ids],
                               [objectives.violation(entries[i], final=False) for i in ids])
     keep = len(ids) // reduction_factor if strict else max(1, len(ids) // reduction_factor)
