@@ -521,7 +521,7 @@ class BenchmarkParams(Section):
 
     batch_size: PositiveInt = 64  # measured besides batch 1
     repeats: PositiveInt = 20  # timed samples per kernel and setting (interleaved, median and IQR)
-    threads: list[NonNegInt] = [1, 0]  # thread counts to measure at; 0 = all cores
+    threads: list[NonNegInt] = [1, 0]  # the pipeline model's thread counts; 0 = all cores (references: 1)
     reference: bool = True  # also the GSC-sized reference network (90%/95% sparse, unstructured and 16x1 blocks)
     onnxruntime: bool = True  # time onnxruntime on exports/model.onnx (from hardware-map) as a baseline
 
