@@ -25,7 +25,9 @@ register, or two AVX2 ones): sparse-dense 16x1 blocks one batch row at a time
 ``xt [in, batch]`` (``blocks_row_tile4`` for AVX2, ``blocks_row_tile16`` for AVX-512; each
 kept block loaded once per tile); sparse-dense CSR over ``xt`` (``csr_rows_tile16``: each
 non-zero times 16 batch entries); the dense-input conv (``conv_rows_tile8``: 16 output
-channels at 8 positions); the sparse-input conv's gather (``conv_gather*``). Weights are
+channels at 8 positions); the sparse-input conv's gather (``conv_gather*``); sparse-sparse
+16x1 blocks column-batched (``columns_blocks``: each kept block added into every batch row
+with its column active). Weights are
 float32 or bf16 bits (``precision.as_f32``).
 """
 
@@ -231,10 +233,53 @@ def conv_gather(groups: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+DOC_COLUMNS_BLOCKS = '''    """``out[r] += W[:, j] * v`` for every entry ``(r, v)`` of every column ``j`` (16x1 blocks).
+
+    Column-batched: the columns are visited in order, each kept block loaded once per batch
+    and added into every row that has its column active (``out``: the flat ``[batch * width]``
+    rows). The per-row kernel instead visits each row's columns in a random order, and on a
+    batch whose weights are not in cache (the previous call ran another network) every column
+    is a memory latency; in order, the hardware prefetcher streams them. Measured on the
+    reference MLP at batch 64 (interleaved with dense torch, as the benchmark runs): 10-18%
+    faster end to end; with the weights already cached, about equal.
+    """'''
+
+
+def columns_blocks() -> str:
+    """Sparse-sparse, column-batched (``sparse_sparse.accumulate_columns``): each kept 16x1
+    block of each column loaded once into 16 registers and added into every batch row that
+    has that column active."""
+    u = "np.uint64"
+    lines = [
+        "",
+        "",
+        "@njit(cache=True, fastmath=_FASTMATH)",
+        "def columns_blocks(out, width, ptr, ent_row, ent_val, col_ptr, block_row, values):",
+        *DOC_COLUMNS_BLOCKS.splitlines(),
+        f"    wu = {u}(width)",
+        "    for j in range(col_ptr.shape[0] - 1):",
+        f"        t0 = {u}(ptr[j])",
+        f"        t1 = {u}(ptr[j + 1])",
+        "        if t0 == t1:",
+        "            continue",
+        f"        for p in range({u}(col_ptr[j]), {u}(col_ptr[j + 1])):",
+        f"            ob = {u}(block_row[p]) * {u}(16)",
+        "            w = values[p]",
+        *(f"            w{lane} = as_f32(w[{lane}])" for lane in range(16)),
+        "            for t in range(t0, t1):",
+        f"                o = {u}(ent_row[t]) * wu + ob",
+        "                xv = ent_val[t]",
+        *(f"                y{lane} = out[o + {u}({lane})] + w{lane} * xv" for lane in range(16)),
+        *(f"                out[o + {u}({lane})] = y{lane}" for lane in range(16)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+
 def source() -> str:
     return (HEADER + blocks_row() + "".join(blocks_tile(t) for t in TILES) + csr_rows_tile16() + conv_tile(CONV_TILE)
             + conv_tile_pool2(CONV_TILE)
-            + "".join(conv_gather(g) for g in GATHER_GROUPS))
+            + "".join(conv_gather(g) for g in GATHER_GROUPS) + columns_blocks())
 
 
 if __name__ == "__main__":
