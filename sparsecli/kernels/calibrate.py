@@ -44,7 +44,7 @@ import dataclasses
 
 import numpy as np
 
-from sparsecli.kernels import kwinners, sparse_dense
+from sparsecli.kernels import sparse_dense
 from sparsecli.kernels.engine import DenseEngine, LayerSpec, SparseEngine
 from sparsecli.kernels.formats import BLOCK, detect_structure
 from sparsecli.kernels.timing import interleaved_timings
@@ -144,37 +144,11 @@ def average(calibrations: list[dict]) -> dict:
 
 
 def _dense_steps(net, x):
-    """Dense torch's work per layer (the ``describe_network`` order), each as a function of its input."""
+    """Dense torch's work per layer (the ``describe_network`` order): the dense engine's own steps, and their input."""
     import torch
-    import torch.nn.functional as F
 
-    from sparsecli.kernels.engine import _conv_kwta_torch
-
-    steps = []
-    for s in net.convs:
-        w, b = torch.from_numpy(s.weight), torch.from_numpy(s.bias)
-
-        def conv(h, s=s, w=w, b=b):
-            h = F.conv2d(h, w, b, stride=s.stride, padding=s.padding)
-            if s.pool_first and s.pool > 1:
-                h = F.max_pool2d(h, s.pool)
-            if s.k is not None:
-                h = _conv_kwta_torch(h, s.k, s.local)
-            elif s.relu:
-                h = torch.relu(h)
-            if not s.pool_first and s.pool > 1:
-                h = F.max_pool2d(h, s.pool)
-            return h
-        steps.append(conv)
-    for i, s in enumerate(net.linears):
-        w, b = torch.from_numpy(s.weight), None if s.bias is None else torch.from_numpy(s.bias)
-
-        def lin(h, s=s, w=w, b=b, first=i == 0 and bool(net.convs)):
-            h = F.linear(h.flatten(1) if first else h, w, b)
-            return kwinners.kwta_dense_torch(h, s.k) if s.k is not None else h
-        steps.append(lin)
     h0 = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-    return steps, (h0.reshape(len(x), *net.input_shape) if net.convs else h0)
+    return net.dense().steps(), (h0.reshape(len(x), *net.input_shape) if net.convs else h0)
 
 
 def _sparse_steps(engine):

@@ -234,22 +234,33 @@ class DenseEngine:
             )
             for s in self.layers
         ]
+        self._steps = self._layer_steps()
 
     @classmethod
     def from_layers(cls, layers: Sequence[LayerSpec], lowest_ties: bool = False) -> DenseEngine:
         return cls(layers, lowest_ties)
 
+    def steps(self) -> list:
+        """Each layer as a function of its torch input (what ``forward`` runs, one by one)."""
+        return self._steps
+
+    def _layer_steps(self) -> list:
+        import torch.nn.functional as F
+
+        def layer(h, w, b, k):
+            h = F.linear(h, w, b)
+            return kwinners.kwta_dense_torch(h, k, self.lowest_ties) if k is not None else h
+
+        return [lambda h, p=p: layer(h, *p) for p in self._params]
+
     def forward(self, x):
         import torch
-        import torch.nn.functional as F
 
         as_numpy = not isinstance(x, torch.Tensor)
         h = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if as_numpy else x
         with torch.inference_mode():
-            for w, b, k in self._params:
-                h = F.linear(h, w, b)
-                if k is not None:
-                    h = kwinners.kwta_dense_torch(h, k, self.lowest_ties)
+            for step in self._steps:
+                h = step(h)
         return h.numpy() if as_numpy else h
 
     __call__ = forward
@@ -376,30 +387,45 @@ class DenseCNNEngine:
         self.lowest_ties = lowest_ties
         self.convs = [(torch.from_numpy(s.weight), torch.from_numpy(s.bias), s) for s in convs]
         self.tail = DenseEngine(linears, lowest_ties)
+        self._steps = self._layer_steps()
 
     @classmethod
     def from_specs(cls, input_shape, convs, linears, lowest_ties: bool = False) -> DenseCNNEngine:
         return cls(input_shape, convs, linears, lowest_ties)
 
-    def forward(self, x):
+    def steps(self) -> list:
+        """Each conv block, then each linear layer (the first flattens), as a function of its
+        torch input (NCHW from the reshaped input on): what ``forward`` runs, one by one."""
+        return self._steps
+
+    def _layer_steps(self) -> list:
         import torch
         import torch.nn.functional as F
+
+        def block(h, w, b, s):
+            h = F.conv2d(h, w, b, stride=s.stride, padding=s.padding)
+            if s.pool_first and s.pool > 1:
+                h = F.max_pool2d(h, s.pool)
+            if s.k is not None:
+                h = _conv_kwta_torch(h, s.k, s.local, self.lowest_ties)
+            elif s.relu:
+                h = torch.relu(h)
+            if not s.pool_first and s.pool > 1:
+                h = F.max_pool2d(h, s.pool)
+            return h
+
+        first, *rest = self.tail.steps()
+        return [*(lambda h, c=c: block(h, *c) for c in self.convs), lambda h: first(h.flatten(1)), *rest]
+
+    def forward(self, x):
+        import torch
 
         as_numpy = not isinstance(x, torch.Tensor)
         h = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if as_numpy else x
         h = h.reshape(h.shape[0], *self.input_shape)
         with torch.inference_mode():
-            for w, b, s in self.convs:
-                h = F.conv2d(h, w, b, stride=s.stride, padding=s.padding)
-                if s.pool_first and s.pool > 1:
-                    h = F.max_pool2d(h, s.pool)
-                if s.k is not None:
-                    h = _conv_kwta_torch(h, s.k, s.local, self.lowest_ties)
-                elif s.relu:
-                    h = torch.relu(h)
-                if not s.pool_first and s.pool > 1:
-                    h = F.max_pool2d(h, s.pool)
-            out = self.tail(h.flatten(1))
-        return out.numpy() if as_numpy else out
+            for step in self._steps:
+                h = step(h)
+        return h.numpy() if as_numpy else h
 
     __call__ = forward
