@@ -246,7 +246,7 @@ DOC_COLUMNS_BLOCKS = '''    """``out[r] += W[:, j] * v`` for every entry ``(r, v
 
 
 def columns_blocks() -> str:
-    """Sparse-sparse, column-batched (``sparse_sparse.accumulate_columns``): each kept 16x1
+    """Sparse-sparse, column-batched (``sparse_sparse._columns_rows``): each kept 16x1
     block of each column loaded once into 16 registers and added into every batch row that
     has that column active."""
     u = "np.uint64"

