@@ -214,9 +214,30 @@ def _finish_rows(out, n_rows, bias, scale):
 
 
 @njit(cache=True)
+def _blocks_tiles_kwta(x, xt, row_ptr, col, values, bias, out, tile, n, k, idx_out, val_out, post_bias, scale):
+    """Tiled, one thread, with kWTA: one tile of ``tile`` batch rows at a time through transpose,
+    every block row, int8's scale and kWTA, in buffers of one tile (``xt [in, tile]``, ``out
+    [tile, out]``). Each tile reads the weights again (from L2), but the whole batch's
+    transposed input and pre-kWTA outputs (800 KB at batch 64 on the reference MLP) are never
+    written: measured on a batch after another network ran, about 100 us less at batch 64."""
+    n_b = x.shape[0]
+    keys, cand, ckeys, hist = kwinners._scratch_nb(n)
+    for b0 in range(0, n_b, tile):
+        b1 = min(n_b, b0 + tile)
+        _transpose_into(x[b0:b1], xt)
+        _blocks_serial(xt, row_ptr, col, values, bias, out, tile)
+        _finish_rows(out, b1 - b0, post_bias, scale)
+        for r in range(b1 - b0):
+            kwinners.select_row(out[r], n, k, idx_out[b0 + r], val_out[b0 + r], keys, cand, ckeys, hist)
+
+
+@njit(cache=True)
 def _blocks_forward(x, xt, row_ptr, col, values, bias, out, tile, par, n, k, idx_out, val_out, kpar, n_chunks,
                     post_bias, scale):
     """One call per layer: transpose if tiled, the block kernel, int8's scale, then kWTA if ``k > 0``."""
+    if tile > 0 and k > 0 and not par and not kpar:
+        _blocks_tiles_kwta(x, xt, row_ptr, col, values, bias, out, tile, n, k, idx_out, val_out, post_bias, scale)
+        return
     if tile > 0:
         _transpose_into(x, xt)
         if par:
@@ -332,6 +353,8 @@ class DenseInputLayer:
         if isinstance(p, RowBlocks):
             tile = BLOCKS_TILE if batch >= BLOCKS_TILE else 0
             width = -(-batch // tile) * tile if tile else batch
+            if tile and self.k is not None and not par and not kpar:
+                width = tile  # ``_blocks_tiles_kwta``: buffers of one tile
             xt = np.empty((p.n_in, width) if tile else (0, 1), np.float32)
             out = np.empty((width, p.n_out_padded), np.float32)
             plan = ("blocks", tile, par, kpar, xt, out, None)

@@ -114,6 +114,25 @@ def test_fused_linear_kwta_equals_dense_then_topk(structure, batch):
         np.testing.assert_allclose(out_val[r], ref[r, out_idx[r].astype(np.intp)], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("batch", [37, 64])  # 37: a last tile of 5 rows
+def test_dense_input_layer_with_kwta_in_tiles_equals_dense_then_topk(batch, precision):
+    """A dense-input 16x1-blocks layer with kWTA at one thread goes tile by tile (transpose,
+    blocks, scale, kWTA per tile of rows): the same winners as the whole batch through dense."""
+    from sparsecli.kernels import sparse_dense
+
+    rng, w, b = layer(9, 160, 300, 0.2, "blocks16")
+    x = rng.standard_normal((batch, 300)).astype(np.float32)
+    lay = sparse_dense.prepare(w, b, k=16, structure="blocks16", parallel=False, precision=precision)
+    from sparsecli.kernels.precision import round_weight
+
+    ref = reference(x, round_weight(w, precision), b)
+    idx, val = lay(x)
+    for r in range(batch):
+        assert set(idx[r].tolist()) == set(np.argsort(-ref[r])[:16].tolist())
+        np.testing.assert_allclose(val[r], ref[r, idx[r].astype(np.intp)], rtol=1e-4, atol=1e-4)
+
+
 def test_dense_linear_matches_numpy():
     rng, w, b = layer(6, 30, 20, 1.0, "dense")
     x = rng.standard_normal((3, 20)).astype(np.float32)
