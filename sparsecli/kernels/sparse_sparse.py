@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, prange
 from numba.extending import overload
 
 from sparsecli.kernels._unrolled import columns_blocks
@@ -103,24 +103,10 @@ def accumulate_csc(out, idx, val, col_ptr, row, values):
             out[row[p]] += as_f32(values[p]) * xv
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def accumulate_dense(out, idx, val, weight_t):
-    """``out += W[:, idx] @ val`` for a dense weight stored transposed (rows padded to 16)."""
-    n = weight_t.shape[1]
-    for a in range(idx.shape[0]):
-        xv = val[a]
-        if xv == 0.0:
-            continue
-        w = weight_t[idx[a]]
-        for i in range(n):
-            out[i] += w[i] * xv
-
-
 def accumulate(out, idx, val, a, b, c):
-    """Dispatch on the packed format (blocks: 2-D values; CSC: 1-D; dense: ``b is None``)."""
-    if b is None:
-        accumulate_dense(out, idx, val, a)
-    elif c.ndim == 2:
+    """Dispatch on the packed format (blocks: 2-D values; CSC: 1-D; a dense layer comes as
+    blocks, ``DenseColumns.as_blocks``)."""
+    if c.ndim == 2:
         accumulate_blocks(out, idx, val, a, b, c)
     else:
         accumulate_csc(out, idx, val, a, b, c)
@@ -128,8 +114,6 @@ def accumulate(out, idx, val, a, b, c):
 
 @overload(accumulate)
 def _accumulate_overload(out, idx, val, a, b, c):
-    if isinstance(b, types.NoneType):
-        return lambda out, idx, val, a, b, c: accumulate_dense(out, idx, val, a)
     if c.ndim == 2:
         return lambda out, idx, val, a, b, c: accumulate_blocks(out, idx, val, a, b, c)
     return lambda out, idx, val, a, b, c: accumulate_csc(out, idx, val, a, b, c)
@@ -249,8 +233,8 @@ def format_arrays(packed):
         return packed.col_ptr, packed.block_row, packed.values
     if isinstance(packed, ColumnCSC):
         return packed.col_ptr, packed.row, packed.values
-    if isinstance(packed, DenseColumns):
-        return packed.weight_t, None, None
+    if isinstance(packed, DenseColumns):  # every block kept: the blocks kernels, whole vectors
+        return format_arrays(packed.as_blocks())
     raise ValueError(f"expected a column format from pack_columns, got {type(packed).__name__}")
 
 
@@ -334,8 +318,6 @@ class SparseInputLayer:
                  active: int | None = None):
         self.packed = packed
         self._arrays = format_arrays(packed)
-        # the column-batched kernel takes blocks: a dense layer's every block kept
-        self._column_arrays = format_arrays(packed.as_blocks() if isinstance(packed, DenseColumns) else packed)
         self.n_in, self.n_out = packed.n_in, packed.n_out
         self.bias = check_bias(bias, packed.n_out)
         # int8 weights' channel scale (applied after the sums); empty: none
@@ -374,7 +356,7 @@ class SparseInputLayer:
             out = np.empty_like(out)  # the result itself: fresh (with kWTA it is only scratch)
         # the winners: the plan's buffers with reuse, overwritten by the next call
         idx_out, val_out = winners if reuse or not k else (np.empty_like(winners[0]), np.empty_like(winners[1]))
-        head = (idx, val, *(self._arrays if scratch is None else self._column_arrays), self.bias, self.scale)
+        head = (idx, val, *self._arrays, self.bias, self.scale)
         if scratch is not None and par:
             _columns_parallel(*head, out, self.n_in, p.n_out, k, idx_out, val_out, row_chunks(batch))
         elif scratch is not None:
