@@ -223,21 +223,6 @@ def test_searcher_samples_from_the_highest_fidelity_with_enough_evaluations(tmp_
     assert [t.values for t in again.studies[9].get_trials(deepcopy=False)][-1] == [0.96, 0.9]
 
 
-def test_rung_models_keep_a_broader_good_set_than_the_full_one():
-    """TPE's good set: a quarter of a rung's results (a short training only roughly ranks them),
-    Optuna's default tenth at full length; the searcher stays picklable (saved with Ray's experiment)."""
-    import pickle
-
-    from optuna.distributions import FloatDistribution
-
-    from sparsecli.tuning.searcher import FidelitySearch
-
-    search = FidelitySearch({"x": FloatDistribution(0, 1)}, ACC_WS, [2, 40], "tpe", 0, 8)
-    assert [search.studies[2].sampler._gamma(n) for n in (9, 20, 200)] == [3, 5, 25]
-    assert search.studies[40].sampler._gamma is None  # Optuna's default
-    pickle.dumps(search.__dict__)
-
-
 def test_trial_errors_become_one_line():
     from sparsecli.errors import ParamsError
     from sparsecli.tuning.monitor import error_text

@@ -30,8 +30,6 @@ fidelity) or ``max_trials`` configurations were sampled; its state
 
 from __future__ import annotations
 
-import functools
-import math
 import pickle
 from typing import Any
 
@@ -41,32 +39,17 @@ from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.trainable import DIVERGED_KEY
 
 
-# A rung's TPE model takes the best quarter of its results as "good" (Optuna's default, a
-# tenth, is for exact values): a short training's accuracy only roughly ranks configurations
-# (correlation 0.35-0.5 with the full-length one among decent configurations of the default problem), and a tenth of the
-# 9-20 results after the random start is 1-2 points, which pinned the cheap phase to one
-# region (measured: layer-0 sparsity stuck at 0.80-0.87 in 2 of 5 seeds, the front's sparse
-# end out of reach). The full-length study keeps Optuna's default.
-LOW_FIDELITY_GOOD = 0.25
-
-
-def make_sampler(name: str, seed: int, startup_trials: int, low_fidelity: bool = False):
+def make_sampler(name: str, seed: int, startup_trials: int):
     import optuna
 
     if name == "tpe":
-        gamma = {"gamma": functools.partial(_good_count, LOW_FIDELITY_GOOD)} if low_fidelity else {}
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, multivariate=True,
-                                          constant_liar=True, **gamma)
+                                          constant_liar=True)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=startup_trials)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"unknown searcher {name!r}")
-
-
-def _good_count(fraction: float, n: int) -> int:
-    """TPE's "good" set size for n results (Optuna's default form, capped at 25; picklable)."""
-    return min(math.ceil(fraction * n), 25)
 
 
 class FidelitySearch(Searcher):
@@ -87,8 +70,7 @@ class FidelitySearch(Searcher):
         self.max_trials = max_trials
         directions = ["maximize" if mode == "max" else "minimize" for mode in objectives.modes]
         self.studies = {
-            f: optuna.create_study(directions=directions, sampler=make_sampler(
-                searcher, seed + 7919 * i, startup_trials, low_fidelity=f < self.full_epochs))
+            f: optuna.create_study(directions=directions, sampler=make_sampler(searcher, seed + 7919 * i, startup_trials))
             for i, f in enumerate(self.fidelities)
         }
         self.trials: dict[str, dict[str, Any]] = {}  # Ray trial id -> params, the study it was drawn from, fidelities told
