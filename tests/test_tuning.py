@@ -266,9 +266,9 @@ def test_budget_split_leaves_whole_finishing_trainings_and_counts_running_trials
     assert search.suggest("e") == "FINISHED"  # 9 committed + 2 do not
 
 
-def test_second_phase_finishes_the_widest_hypervolume_gain_first():
-    """At the rung, extremes of the front add little area: with a budget for two finishing
-    trainings, the knee-side points go first; settled-infeasible trials never do."""
+def test_second_phase_pool_is_ranked_by_rung_hypervolume_gain():
+    """At the rung, extremes of the front add little area: the knee-side points rank first
+    (the finisher's tie-break order); settled-infeasible trials are never candidates."""
     from sparsecli.tuning.search import Plan, TrialRecord, greedy_hypervolume_order, second_phase_candidates
 
     points = [(0.9, 0.86), (0.85, 0.92), (0.8, 0.95), (0.7, 0.96)]
@@ -284,7 +284,43 @@ def test_second_phase_finishes_the_widest_hypervolume_gain_first():
     plan = Plan(ACC_WS, (), 2, 40, 20, None, 2 * 38 + 10 + sum(2 for _ in records), 0.5, "tpe", 2, True, 0)
     chosen = [r.name for r in second_phase_candidates(records, plan)]
     order = greedy_hypervolume_order(points, (0.7, 0.85))  # the rung's reference: its worst accuracy, the settled threshold
-    assert chosen == [f"t{order[0]}", f"t{order[1]}"] == ["t1", "t2"]  # 'low' misses the settled weight-sparsity threshold
+    assert chosen == [f"t{i}" for i in order] and chosen[:2] == ["t1", "t2"]  # 'low' misses the settled threshold
+
+
+def finisher(pool, full, pairs, budget):
+    from sparsecli.tuning.finish import Candidate, FinishSearch
+
+    candidates = [Candidate(name, {"from_trial": name}, 2, vector) for name, vector in pool]
+    return FinishSearch(candidates, ACC_WS, 40, budget, full, [(2, r, f) for r, f in pairs])
+
+
+def test_second_phase_finishes_beyond_the_known_front_not_behind_a_dominant_point(tmp_path):
+    """A full-length point (0.975, 0.95) is known. The finisher predicts full-length accuracy
+    from the rung (here about +0.025) and first finishes the candidate sparser than the
+    front's end (it adds area whenever it meets the accuracy threshold), then the one whose
+    predicted accuracy beats the known point most; never one the known point dominates as
+    predicted ('behind'); a budget of two finishes ends it."""
+    pool = [("dense_good", (0.953, 0.93)), ("behind", (0.945, 0.94)), ("sparse", (0.945, 0.97)),
+            ("close", (0.952, 0.948))]
+    pairs = [((0.95, 0.90), (0.975, 0.90)), ((0.94, 0.92), (0.965, 0.92)), ((0.96, 0.95), (0.985, 0.95)),
+             ((0.955, 0.95), (0.975, 0.95))]
+    search = finisher(pool, [(0.975, 0.95)], pairs, budget=2 * 38 + 37)
+    assert search.suggest("a") == {"from_trial": "sparse"}
+    assert search.suggest("b") == {"from_trial": "dense_good"}  # the believed 'sparse' point does not shadow it
+    assert search.suggest("c") == "FINISHED"  # 37 epochs left: no finish of 38 fits
+    # a full-length result joins the known front and the predictor's pairs; saved and restored with Ray's experiment
+    search.on_trial_complete("a", {"epoch": 40, "accuracy": 0.97, "weight_sparsity": 0.97})
+    assert (0.97, 0.97) in search.full and len(search.pairs) == 5 and "a" not in search.running
+    search.save(str(tmp_path / "finish.pkl"))
+    again = finisher([], [], [], budget=0)
+    again.restore(str(tmp_path / "finish.pkl"))
+    assert again.full == search.full and [c.name for c in again.pool] == ["behind", "close"]
+
+
+def test_second_phase_without_budget_finishes_every_candidate_once():
+    search = finisher([("x", (0.95, 0.9)), ("y", (0.96, 0.88))], [], [], budget=None)
+    picks = [search.suggest(t) for t in "abc"]
+    assert sorted(p["from_trial"] for p in picks[:2]) == ["x", "y"] and picks[2] == "FINISHED"
 
 
 def test_hardware_objectives_constraints_nadir_reference_and_min_latency():

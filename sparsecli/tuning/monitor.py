@@ -85,13 +85,13 @@ def describe(result: dict, full_epochs: int, extra: tuple[str, ...] = ()) -> str
 
 
 class TrialNamer:
-    """Trial (and folder) names: ``<prefix>_<creation number>``, stable across resumes."""
+    """Trial (and folder) names: ``<prefix>_<creation number>`` (searchers count from 1), stable across resumes."""
 
-    def __init__(self, prefix: str, first: int = 1):
-        self.prefix, self.shift = prefix, 1 - first  # searchers count trials from 1, grids from 0
+    def __init__(self, prefix: str):
+        self.prefix = prefix
 
     def __call__(self, trial) -> str:
-        return f"{self.prefix}_{int(trial.experiment_tag.split('_', 1)[0]) + self.shift:03d}"
+        return f"{self.prefix}_{int(trial.experiment_tag.split('_', 1)[0]):03d}"
 
 
 def trial_name(trial) -> str:

@@ -7,10 +7,11 @@ fidelity, so every rung result informs the next sample), scheduled by ``ParetoAS
 (``tune.budget.full_trainings`` x ``max_epochs`` epochs) pays for. Phase 2 ("retrain",
 optional): the stopped trials whose last result is feasible as far as a short training can
 tell (the thresholds on settled metrics, see ``Objectives.constraints``) are finished at
-``max_epochs``, continuing from their checkpoints, most promising first
-(``second_phase_candidates``) and as many as the rest of the budget pays for; without a
-budget, those no other trial beat at their epoch. Only results at ``max_epochs`` are final;
-everything else is a cost.
+``max_epochs``, continuing from their checkpoints, one at a time by expected hypervolume
+gain over the front known at full length by then (``finish.FinishSearch``), as many as the
+rest of the budget pays for; without a budget, those no other trial beat at their epoch
+(``second_phase_candidates``). Only results at ``max_epochs`` are final; everything else is
+a cost.
 
 Each phase is one Ray experiment under the storage folder, so an interrupted run is
 restored with ``Tuner.restore``: finished trials keep their results, unfinished ones
@@ -123,6 +124,7 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
     ``hardware``: the hardware objectives, resolved (``tuning.hardware.resolve``)."""
     from ray import tune
 
+    from sparsecli.tuning.finish import Candidate, FinishSearch
     from sparsecli.tuning.scheduler import ParetoASHA, rungs
     from sparsecli.tuning.searcher import FidelitySearch
     from sparsecli.tuning.space import optuna_space
@@ -151,17 +153,49 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
     candidates = second_phase_candidates(records, plan)
     if not candidates:
         return records
-    space = {"candidate": tune.grid_search([
-        {**c.values, CONTINUE_KEY: c.checkpoint, "from_trial": c.name} for c in candidates])}
+    finisher = FinishSearch([Candidate(c.name, {**c.values, CONTINUE_KEY: c.checkpoint, "from_trial": c.name},
+                                       c.epochs, plan.objectives.vector(c.result)) for c in candidates],
+                            plan.objectives, plan.full_epochs, _left(records, plan), *known_at_full(records, plan))
     retrain = _run_phase("retrain", storage, trainable, restore,
-                         lambda: tune.TuneConfig(max_concurrent_trials=workers), space, plan, len(candidates), progress)
+                         lambda: tune.TuneConfig(search_alg=finisher, num_samples=-1, max_concurrent_trials=workers),
+                         None, plan, _expected_finishes(candidates, records, plan), progress)
     if _unfinished(retrain):
         raise Interrupted()
     return records + sorted((_record(r, "retrain", plan) for r in retrain), key=lambda r: r.name)
 
 
+def known_at_full(records: list[TrialRecord], plan: Plan) -> tuple[list[tuple], list[tuple[int, tuple, tuple]]]:
+    """What the cheap phase already knows at full length: the feasible full-length vectors, and
+    (rung epoch, rung vector, full vector) for every full-length trial seen at a rung (``FinishSearch``'s predictor)."""
+    objectives = plan.objectives
+    full = [r for r in records if r.status == "full" and all(m in r.result for m in objectives.metrics)]
+    rung_epochs = set(_rung_epochs(plan))
+    pairs = [(int(row["epoch"]), objectives.vector(row), objectives.vector(r.result)) for r in full
+             for row in r.history if int(row["epoch"]) in rung_epochs and all(m in row for m in objectives.metrics)]
+    return [objectives.vector(r.result) for r in full if objectives.feasible(r.result)], pairs
+
+
+def _rung_epochs(plan: Plan) -> list[int]:
+    from sparsecli.tuning.scheduler import rungs
+
+    return rungs(plan.min_epochs, plan.full_epochs, plan.reduction_factor)
+
+
+def _left(records: list[TrialRecord], plan: Plan) -> float | None:
+    """The budget's epochs the cheap phase left for finishing; None: no budget."""
+    return None if plan.budget_epochs is None else plan.budget_epochs - sum(r.cost_epochs for r in records)
+
+
+def _expected_finishes(candidates: list[TrialRecord], records: list[TrialRecord], plan: Plan) -> int:
+    """About how many finishes the budget pays for (the progress count)."""
+    left = _left(records, plan)
+    if left is None:
+        return len(candidates)
+    return max(1, min(len(candidates), int(left // max(1, plan.full_epochs - max(c.epochs for c in candidates)))))
+
+
 def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[TrialRecord]:
-    """The stopped trials to finish at ``max_epochs``, most promising first, as many as the budget pays for.
+    """The stopped trials that may be finished at ``max_epochs``, most promising at their rung first.
 
     A candidate is a stopped trial with a checkpoint whose last result is feasible as far as a
     short training tells (thresholds on settled metrics). Each is ranked among every trial's
@@ -169,10 +203,9 @@ def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[Tria
     trial no other trial beat at its epoch, then the next layer, and so on; within a layer, the
     one trained longest (the better evidence, and the cheaper to finish) first, then in the
     order a greedy hypervolume-subset selection takes them (``greedy_hypervolume_order``, from
-    ``rung_reference``). Without a budget,
-    only the first layer is finished; with one, candidates are taken in that order while the
-    epochs left pay for them (a candidate too dear is skipped for cheaper ones), so the budget
-    is spent.
+    ``rung_reference``). Without a budget, only the first layer is a candidate. Which are
+    finished, and in what order, ``finish.FinishSearch`` decides one at a time from what is
+    known at full length by then (this order breaks its ties), as many as the budget pays for.
     """
     objectives = plan.objectives
     at_epoch: dict[int, dict[str, dict]] = defaultdict(dict)
@@ -197,13 +230,7 @@ def second_phase_candidates(records: list[TrialRecord], plan: Plan) -> list[Tria
     chosen.sort(key=lambda r: (rank_at[r.epochs, r.name][0], -r.epochs, rank_at[r.epochs, r.name][1], r.name))
     if plan.budget_epochs is None:
         return [r for r in chosen if rank_at[r.epochs, r.name][0] == 0]
-    left = plan.budget_epochs - sum(r.cost_epochs for r in records)
-    fitting = []
-    for record in chosen:
-        if plan.full_epochs - record.epochs <= left:
-            fitting.append(record)
-            left -= plan.full_epochs - record.epochs
-    return fitting
+    return chosen
 
 
 def rung_reference(objectives: Objectives, points: list[tuple[float, ...]]) -> tuple[float, ...]:
@@ -247,7 +274,7 @@ def _run_phase(name, storage, trainable, restore, tune_config, space, plan, tota
         shutil.rmtree(path, ignore_errors=True)  # a phase that never saved its state starts over
         config = tune_config()
         config.reuse_actors = True
-        config.trial_name_creator = config.trial_dirname_creator = TrialNamer(name, 1 if name == "search" else 0)
+        config.trial_name_creator = config.trial_dirname_creator = TrialNamer(name)
         run_config = tune.RunConfig(
             name=name, storage_path=str(storage), verbose=0,
             callbacks=[JsonLoggerCallback(), TrialMonitor(str(path), task, total, plan.full_epochs,
