@@ -107,7 +107,9 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
             twins.record(batch, companions, times, calibration)
         return rows
 
-    def measure_all(net, label: str, inputs, active: float = 1.0, at_threads=threads) -> dict:
+    # (at_threads keyword-only: passed by position it once landed in ``active``, and the
+    # reference CNNs ran at every thread count, compiling the parallel conv kernels)
+    def measure_all(net, label: str, inputs, active: float = 1.0, *, at_threads=threads) -> dict:
         twins, rows = TwinTable(net), []
         for batch in batches:
             for t in at_threads:
@@ -144,7 +146,7 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
             for structure in STRUCTURES:
                 label = f"reference {weight_sparsity:.0%}w/{percent_on:.0%}a {structure}"
                 ref = reference_mlp(weight_sparsity, percent_on, structure)
-                measured = measure_all(ref, label, reference_input, percent_on, REFERENCE_THREADS)
+                measured = measure_all(ref, label, reference_input, percent_on, at_threads=REFERENCE_THREADS)
                 networks[label] = {"network": "mlp", "weight_sparsity": weight_sparsity,
                                    "activation_density": percent_on, "structure": structure,
                                    "rows": measured["rows"], **_ideal(ref),
@@ -152,7 +154,7 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
         for structure in STRUCTURES:
             ref = reference_cnn(structure)
             label = f"reference {ref.label}"
-            measured = measure_all(ref, label, lambda b, ref=ref: network_input(ref, b), REFERENCE_THREADS)
+            measured = measure_all(ref, label, lambda b, ref=ref: network_input(ref, b), at_threads=REFERENCE_THREADS)
             networks[label] = {"network": "cnn", "structure": structure, "rows": measured["rows"], **_ideal(ref),
                                **_cost_model(ref, calibration, measured, batches)}
 
