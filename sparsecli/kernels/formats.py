@@ -104,9 +104,9 @@ class DenseColumns:
 
     def as_blocks(self) -> ColumnBlocks:
         """The same weight as 16x1 blocks, every block kept (a view of ``weight_t``, no copy):
-        what the column-batched kernel takes."""
+        what the sparse-sparse kernels run it as (whole 16-lane vectors)."""
         nb = self.n_out_padded // BLOCK
-        col_ptr = (np.arange(self.n_in + 1, dtype=np.uint32) * nb).astype(np.uint32)
+        col_ptr = np.arange(self.n_in + 1, dtype=np.uint32) * np.uint32(nb)
         block_row = np.tile(np.arange(nb, dtype=index_dtype(nb)), self.n_in)
         return ColumnBlocks(self.n_out, self.n_in, col_ptr, block_row, self.weight_t.reshape(self.n_in * nb, BLOCK))
 

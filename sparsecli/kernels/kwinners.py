@@ -69,10 +69,11 @@ def _moments(row, n):
 
 
 @njit(cache=True)
-def _count_at_least(row, n, lo):
-    c = np.int32(0)
+def _count_at_least(values, n, bound):
+    """How many of ``values[:n]`` are ``>= bound`` (a row's floats or the candidates' keys; vectorized)."""
+    c = 0
     for t in range(n):
-        c += np.int32(row[t] >= lo)
+        c += values[t] >= bound
     return c
 
 
@@ -125,14 +126,6 @@ def _above_bound(row, n, k, cand, ckeys):
 
 
 @njit(cache=True)
-def _count_keys_at_least(ckeys, m32, key):
-    c = 0
-    for t in range(m32):
-        c += ckeys[t] >= key
-    return c
-
-
-@njit(cache=True)
 def _kth_key(ckeys, m, k):
     """The k-th largest of ``ckeys[:m]`` (the largest key ``T`` that ``k`` keys reach), by
     counting: each step counts the keys at or above a trial key (vectorized, no sort),
@@ -160,7 +153,7 @@ def _kth_key(ckeys, m, k):
             frac = (c_lo - k - 0.5) / (c_lo - c_hi)
             step = np.uint32(min(np.float64(width), max(1.0, frac * np.float64(width))))
         trial = np.uint32(lo + step)
-        c = _count_keys_at_least(ckeys, m32, trial)
+        c = _count_at_least(ckeys, m32, trial)
         if c >= k:
             lo = trial
             c_lo = c
@@ -178,9 +171,10 @@ def _kth_key(ckeys, m, k):
 
 
 @njit(cache=True)
-def _above_bin(row, n, k, keys, cand, hist):
+def _above_bin(row, n, k, keys, cand, ckeys, hist):
     """Exact path: every unit's key, a histogram of their top 11 bits, and the ascending
-    indices of the units in or above the bin of the k-th largest key, into ``cand``; their count.
+    indices of the units in or above the bin of the k-th largest key into ``cand``, their keys
+    into ``ckeys``; their count.
 
     The passes over all ``n`` units are branch-free (a mispredicted branch per unit would cost
     more than the arithmetic)."""
@@ -193,29 +187,23 @@ def _above_bin(row, n, k, keys, cand, hist):
         keys[t] = key
         kmin = min(kmin, key)
         kmax = max(kmax, key)
-    d, _ = _bin_of_kth(keys, n, k, hist, kmin, kmax)
-    n_kept = np.uint64(0)
-    for t in range(nu):
-        cand[n_kept] = t
-        n_kept += np.uint64((keys[t] >> _TOP_SHIFT) >= d)
-    return np.int64(n_kept)
-
-
-@njit(cache=True)
-def _bin_of_kth(keys, m, k, hist, kmin, kmax):
-    """The histogram bin (top 11 bits) holding the k-th largest of ``keys[:m]``, and how many
-    keys lie in the bins above it."""
     lo = kmin >> _TOP_SHIFT
     hi = kmax >> _TOP_SHIFT
     hist[lo : hi + 1] = 0
-    for t in range(m):
+    for t in range(nu):
         hist[keys[t] >> _TOP_SHIFT] += 1
     above = 0
     d = np.uint64(hi)
-    while above + hist[d] < k:
+    while above + hist[d] < k:  # d: the bin holding the k-th largest key
         above += hist[d]
         d -= np.uint64(1)
-    return d, above
+    n_kept = np.uint64(0)
+    for t in range(nu):
+        key = keys[t]
+        cand[n_kept] = t
+        ckeys[n_kept] = key
+        n_kept += np.uint64((key >> _TOP_SHIFT) >= d)
+    return np.int64(n_kept)
 
 
 @njit(cache=True)
@@ -232,9 +220,7 @@ def select_row(row, n, k, idx_out, val_out, keys, cand, ckeys, hist):
     if n >= FAST_MIN_N:
         m = _above_bound(row, n, k, cand, ckeys)
     if m < 0:
-        m = _above_bin(row, n, k, keys, cand, hist)
-        for t in range(m):
-            ckeys[t] = keys[cand[t]]
+        m = _above_bin(row, n, k, keys, cand, ckeys, hist)
     threshold = _kth_key(ckeys, m, k)
     quota = k
     for t in range(m):

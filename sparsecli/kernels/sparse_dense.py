@@ -235,9 +235,6 @@ def _blocks_tiles_kwta(x, xt, row_ptr, col, values, bias, out, tile, n, k, idx_o
 def _blocks_forward(x, xt, row_ptr, col, values, bias, out, tile, par, n, k, idx_out, val_out, kpar, n_chunks,
                     post_bias, scale):
     """One call per layer: transpose if tiled, the block kernel, int8's scale, then kWTA if ``k > 0``."""
-    if tile > 0 and k > 0 and not par and not kpar:
-        _blocks_tiles_kwta(x, xt, row_ptr, col, values, bias, out, tile, n, k, idx_out, val_out, post_bias, scale)
-        return
     if tile > 0:
         _transpose_into(x, xt)
         if par:
@@ -352,12 +349,12 @@ class DenseInputLayer:
         kpar = self.k is not None and use_parallel(self.parallel, batch, KWTA_MACS_PER_UNIT * p.n_out * batch)
         if isinstance(p, RowBlocks):
             tile = BLOCKS_TILE if batch >= BLOCKS_TILE else 0
-            width = -(-batch // tile) * tile if tile else batch
-            if tile and self.k is not None and not par and not kpar:
-                width = tile  # ``_blocks_tiles_kwta``: buffers of one tile
+            # tiled with kWTA at one thread: tile by tile through everything (buffers of one tile)
+            by_tile = bool(tile) and self.k is not None and not par and not kpar
+            width = tile if by_tile else -(-batch // tile) * tile if tile else batch
             xt = np.empty((p.n_in, width) if tile else (0, 1), np.float32)
             out = np.empty((width, p.n_out_padded), np.float32)
-            plan = ("blocks", tile, par, kpar, xt, out, None)
+            plan = ("blocks_by_tile" if by_tile else "blocks", tile, par, kpar, xt, out, None)
         elif isinstance(p, RowCSR):
             tiled = batch >= _CSR_TILE
             width = -(-batch // _CSR_TILE) * _CSR_TILE if tiled else 0
@@ -383,7 +380,10 @@ class DenseInputLayer:
         else:
             idx, val = _EMPTY_IDX[self._idx_dtype], _EMPTY_2D
         p = self.packed
-        if kind == "blocks":
+        if kind == "blocks_by_tile":
+            _blocks_tiles_kwta(x, xt, p.row_ptr, p.col, p.values, self._kernel_bias, out, tile, p.n_out, k, idx, val,
+                               self.bias, self.scale)
+        elif kind == "blocks":
             _blocks_forward(x, xt, p.row_ptr, p.col, p.values, self._kernel_bias, out, tile, par, p.n_out, k, idx,
                             val, kpar, chunks, self.bias, self.scale)
         elif kind == "csr":

@@ -26,14 +26,13 @@ experiment, so an interrupted second phase resumes without finishing a trial twi
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
-from ray.tune.search import Searcher
 
 from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.pareto import hypervolume, non_dominated
+from sparsecli.tuning.searcher import PickledSearcher
 from sparsecli.tuning.trainable import DIVERGED_KEY
 
 SAMPLES = 64  # draws of the uncertain coordinates per candidate (a fixed, seeded set)
@@ -91,7 +90,7 @@ def expected_improvement(mean: np.ndarray, spread: np.ndarray, front: list[tuple
     return float(np.mean([hypervolume([*front, tuple(p)], reference) - base for p in points]))
 
 
-class FinishSearch(Searcher):
+class FinishSearch(PickledSearcher):
     """Suggests, one at a time, which candidate to finish at ``full_epochs`` (see the module doc)."""
 
     def __init__(self, candidates: list[Candidate], objectives: Objectives, full_epochs: int,
@@ -113,7 +112,7 @@ class FinishSearch(Searcher):
     def suggest(self, trial_id: str):
         affordable = [c for c in self.pool if self.left is None or self.full_epochs - c.epochs <= self.left]
         if not affordable:
-            return Searcher.FINISHED
+            return PickledSearcher.FINISHED
         choice, believed = self.choose(affordable)
         self.pool.remove(choice)
         if self.left is not None:
@@ -148,11 +147,3 @@ class FinishSearch(Searcher):
         self.pairs.append((entry[0].epochs, entry[0].vector, vector))
         if self.objectives.feasible(result):
             self.full.append(vector)
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))

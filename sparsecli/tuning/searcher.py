@@ -52,7 +52,20 @@ def make_sampler(name: str, seed: int, startup_trials: int):
     raise ValueError(f"unknown searcher {name!r}")
 
 
-class FidelitySearch(Searcher):
+class PickledSearcher(Searcher):
+    """A Ray searcher whose whole state is its attributes: saved with the experiment, so an
+    interrupted run resumes where it was."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class FidelitySearch(PickledSearcher):
     """Optuna studies per fidelity (``fidelities``: increasing epochs, the last = full training)."""
 
     def __init__(self, space: dict, objectives: Objectives, fidelities: list[int], searcher: str, seed: int,
@@ -109,14 +122,6 @@ class FidelitySearch(Searcher):
         if entry["number"] is not None:  # it never reached the fidelity it was drawn for
             self.studies[entry["drawn_from"]].tell(entry["number"], state=TrialState.FAIL)
             entry["number"] = None
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
     def committed(self) -> int:
         """Epochs spent, plus those the running trials will spend to reach their next fidelity."""
