@@ -196,12 +196,18 @@ def _transpose_back(out_t, out):
     _transpose(out_t, out, n_out, n_b)
 
 
+# The drivers below take ``par`` and ``kchunks`` as None for one thread, not False: numba
+# prunes a branch on a None-typed argument when it compiles, so a one-thread plan never
+# compiles the parallel kernels (about 40 s of a cold benchmark stage).
+
+
 @njit(cache=True)
-def _kwta_rows(out, n_rows, n, k, idx_out, val_out, kpar, n_chunks):
-    if kpar:
-        kwinners._k_winners_parallel(out[:n_rows], n, k, idx_out, val_out, n_chunks)
-    else:
+def _kwta_rows(out, n_rows, n, k, idx_out, val_out, kchunks):
+    """kWTA of the first ``n_rows`` rows; ``kchunks``: None (one thread) or the parallel task count."""
+    if kchunks is None:
         kwinners._k_winners_serial(out[:n_rows], n, k, idx_out, val_out)
+    else:
+        kwinners._k_winners_parallel(out[:n_rows], n, k, idx_out, val_out, kchunks)
 
 
 @njit(cache=True)
@@ -232,42 +238,42 @@ def _blocks_tiles_kwta(x, xt, row_ptr, col, values, bias, out, tile, n, k, idx_o
 
 
 @njit(cache=True)
-def _blocks_forward(x, xt, row_ptr, col, values, bias, out, tile, par, n, k, idx_out, val_out, kpar, n_chunks,
+def _blocks_forward(x, xt, row_ptr, col, values, bias, out, tile, par, n, k, idx_out, val_out, kchunks,
                     post_bias, scale):
     """One call per layer: transpose if tiled, the block kernel, int8's scale, then kWTA if ``k > 0``."""
     if tile > 0:
         _transpose_into(x, xt)
-        if par:
-            _blocks_parallel(xt, row_ptr, col, values, bias, out, tile)
-        else:
+        if par is None:
             _blocks_serial(xt, row_ptr, col, values, bias, out, tile)
-    elif par:
-        _blocks_parallel(x, row_ptr, col, values, bias, out, tile)
-    else:
+        else:
+            _blocks_parallel(xt, row_ptr, col, values, bias, out, tile)
+    elif par is None:
         _blocks_serial(x, row_ptr, col, values, bias, out, tile)
+    else:
+        _blocks_parallel(x, row_ptr, col, values, bias, out, tile)
     _finish_rows(out, x.shape[0], post_bias, scale)
     if k > 0:
-        _kwta_rows(out, x.shape[0], n, k, idx_out, val_out, kpar, n_chunks)
+        _kwta_rows(out, x.shape[0], n, k, idx_out, val_out, kchunks)
 
 
 @njit(cache=True)
-def _csr_forward(x, xt, row_ptr, col, col4, values, bias, out_t, out, par, n, k, idx_out, val_out, kpar, n_chunks,
+def _csr_forward(x, xt, row_ptr, col, col4, values, bias, out_t, out, par, n, k, idx_out, val_out, kchunks,
                  post_bias, scale):
     """Like ``_blocks_forward`` for CSR: ``xt``/``out_t`` are used (tiled) when ``xt`` has rows."""
     if xt.shape[0] > 0:
         _transpose_into(x, xt)
-        if par:
-            _csr_parallel(xt, row_ptr, col, col4, values, bias, out_t, True)
-        else:
+        if par is None:
             _csr_serial(xt, row_ptr, col, col4, values, bias, out_t, True)
+        else:
+            _csr_parallel(xt, row_ptr, col, col4, values, bias, out_t, True)
         _transpose_back(out_t, out)
-    elif par:
-        _csr_parallel(x, row_ptr, col, col4, values, bias, out, False)
-    else:
+    elif par is None:
         _csr_serial(x, row_ptr, col, col4, values, bias, out, False)
+    else:
+        _csr_parallel(x, row_ptr, col, col4, values, bias, out, False)
     _finish_rows(out, x.shape[0], post_bias, scale)
     if k > 0:
-        _kwta_rows(out, x.shape[0], n, k, idx_out, val_out, kpar, n_chunks)
+        _kwta_rows(out, x.shape[0], n, k, idx_out, val_out, kchunks)
 
 
 def check_input(x, n_in: int) -> np.ndarray:
@@ -345,7 +351,7 @@ class DenseInputLayer:
         if plan is not None:
             return plan
         p = self.packed
-        par = use_parallel(self.parallel, 2, p.nnz_stored * batch)
+        par = use_parallel(self.parallel, 2, p.nnz_stored * batch) or None  # None, not False: see the drivers
         kpar = self.k is not None and use_parallel(self.parallel, batch, KWTA_MACS_PER_UNIT * p.n_out * batch)
         if isinstance(p, RowBlocks):
             tile = BLOCKS_TILE if batch >= BLOCKS_TILE else 0
@@ -354,24 +360,24 @@ class DenseInputLayer:
             width = tile if by_tile else -(-batch // tile) * tile if tile else batch
             xt = np.empty((p.n_in, width) if tile else (0, 1), np.float32)
             out = np.empty((width, p.n_out_padded), np.float32)
-            plan = ("blocks_by_tile" if by_tile else "blocks", tile, par, kpar, xt, out, None)
+            plan = ("blocks_by_tile" if by_tile else "blocks", tile, par, xt, out, None)
         elif isinstance(p, RowCSR):
             tiled = batch >= _CSR_TILE
             width = -(-batch // _CSR_TILE) * _CSR_TILE if tiled else 0
             xt = np.empty((p.n_in, width) if tiled else (0, 1), np.float32)
             out_t = np.empty((p.n_out, width) if tiled else (0, 1), np.float32)
-            plan = ("csr", 0, par, kpar, xt, np.empty((batch, p.n_out), np.float32), out_t)
+            plan = ("csr", 0, par, xt, np.empty((batch, p.n_out), np.float32), out_t)
         else:
-            plan = ("dense", 0, False, kpar, None, None, None)
+            plan = ("dense", 0, None, None, None, None)
         winners = (np.empty((batch, self.k), self._idx_dtype), np.empty((batch, self.k), np.float32)) if self.k else None
-        plan = (*plan, winners, kwinners.row_chunks(batch))
+        plan = (*plan, winners, kwinners.row_chunks(batch) if kpar else None)
         self._plans[batch] = plan
         return plan
 
     def __call__(self, x, reuse: bool = False):
         x = check_input(x, self.n_in)
         batch = x.shape[0]
-        kind, tile, par, kpar, xt, out, out_t, winners, chunks = self._plan(batch)
+        kind, tile, par, xt, out, out_t, winners, kchunks = self._plan(batch)
         k = self.k or 0
         if not reuse and not k and kind != "dense":
             out = np.empty_like(out)  # the result itself: fresh (with kWTA it is only scratch)
@@ -385,17 +391,17 @@ class DenseInputLayer:
                                self.bias, self.scale)
         elif kind == "blocks":
             _blocks_forward(x, xt, p.row_ptr, p.col, p.values, self._kernel_bias, out, tile, par, p.n_out, k, idx,
-                            val, kpar, chunks, self.bias, self.scale)
+                            val, kchunks, self.bias, self.scale)
         elif kind == "csr":
             _csr_forward(x, xt, p.row_ptr, p.col, self._col4, p.values, self._kernel_bias, out_t, out, par, p.n_out, k, idx, val,
-                         kpar, chunks, self.bias, self.scale)
+                         kchunks, self.bias, self.scale)
         else:
             import torch
 
             with torch.inference_mode():
                 out = torch.nn.functional.linear(torch.from_numpy(x), *self._torch).numpy()
             if k:
-                _kwta_rows(out, batch, p.n_out, k, idx, val, kpar, chunks)
+                _kwta_rows(out, batch, p.n_out, k, idx, val, kchunks)
         if k:
             return idx, val
         if out.shape == (batch, p.n_out):
