@@ -223,6 +223,38 @@ def test_searcher_samples_from_the_highest_fidelity_with_enough_evaluations(tmp_
     assert [t.values for t in again.studies[9].get_trials(deepcopy=False)][-1] == [0.96, 0.9]
 
 
+def test_searcher_stops_when_the_first_trials_all_crash_and_the_run_says_why(tmp_path):
+    """Crashed trials cost no epochs, so without this stop a broken setup samples forever."""
+    from optuna.distributions import FloatDistribution
+
+    from sparsecli.errors import SparsecliError
+    from sparsecli.tuning.search import TrialRecord, check_not_all_crashed
+    from sparsecli.tuning.searcher import FAILED_START, FidelitySearch
+
+    space = {"x": FloatDistribution(0, 1)}
+    broken = FidelitySearch(space, ACC_WS, [1, 9], "random", 0, 2, budget_epochs=100)
+    for i in range(FAILED_START):
+        assert broken.suggest(str(i)) != "FINISHED"
+        broken.on_trial_complete(str(i), None, error=True)
+    assert broken.suggest("next") == "FINISHED"
+    # once any trial has reported, a crash is a bad region of the space, not a broken setup
+    working = FidelitySearch(space, ACC_WS, [1, 9], "random", 0, 2, budget_epochs=100)
+    working.suggest("a"), working.on_trial_result("a", {"epoch": 1, "accuracy": 0.9, "weight_sparsity": 0.9,
+                                                        "cost_epochs": 1})
+    for i in range(2 * FAILED_START):
+        assert working.suggest(str(i)) != "FINISHED"
+        working.on_trial_complete(str(i), None, error=True)
+
+    folder = tmp_path / "search"
+    folder.mkdir()
+    crashed = [TrialRecord(f"search_{i:05d}", "search", {"x": 0.5}, "failed", error="TypeError: boom")
+               for i in range(FAILED_START)]
+    with pytest.raises(SparsecliError, match=r"^tune: all 4 trials failed.*search_00000: TypeError: boom; fix"):
+        check_not_all_crashed(crashed, folder)
+    assert not folder.exists()  # the rerun after the fix starts over instead of resuming the crashes
+    check_not_all_crashed(crashed + [TrialRecord("search_00009", "search", {"x": 0.1}, "stopped")], tmp_path)
+
+
 def test_trial_errors_become_one_line():
     from sparsecli.errors import ParamsError
     from sparsecli.tuning.monitor import error_text

@@ -45,13 +45,15 @@ _CSR_TILE = 16
 _FASTMATH = {"contract"}  # allow FMA; no reassociation beyond the explicit accumulator split
 
 
+# The tiled block kernel this CPU runs: a global, frozen into the compiled drivers, so only it is compiled.
+_blocks_row_tiled = blocks_row_tile16 if BLOCKS_TILE == 16 else blocks_row_tile4
+
+
 @njit(cache=True)
 def _blocks_serial(x, row_ptr, col, values, bias, out, tile):
     for r in range(row_ptr.shape[0] - 1):
-        if tile == 16:
-            blocks_row_tile16(x, row_ptr, col, values, bias, out, r)
-        elif tile == 4:
-            blocks_row_tile4(x, row_ptr, col, values, bias, out, r)
+        if tile:
+            _blocks_row_tiled(x, row_ptr, col, values, bias, out, r)
         else:
             blocks_row(x, row_ptr, col, values, bias, out, r)
 
@@ -60,10 +62,8 @@ def _blocks_serial(x, row_ptr, col, values, bias, out, tile):
 def _blocks_parallel(x, row_ptr, col, values, bias, out, tile):
     for r in prange(row_ptr.shape[0] - 1):
         # (prange's index is unsigned: cast it so the serial driver's compiled helper is reused)
-        if tile == 16:
-            blocks_row_tile16(x, row_ptr, col, values, bias, out, np.int64(r))
-        elif tile == 4:
-            blocks_row_tile4(x, row_ptr, col, values, bias, out, np.int64(r))
+        if tile:
+            _blocks_row_tiled(x, row_ptr, col, values, bias, out, np.int64(r))
         else:
             blocks_row(x, row_ptr, col, values, bias, out, np.int64(r))
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparsecli.errors import SparsecliError
 from sparsecli.params import Params
 from sparsecli.progress import Progress
 from sparsecli.tune_metrics import NAMES, settled
@@ -146,6 +147,7 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
     expected = plan.trials or plan.expected_trials()
     results = _run_phase("search", storage, trainable, restore, fresh_search, None, plan, expected, progress)
     records = sorted((_record(r, "search", plan) for r in results), key=lambda r: r.name)
+    check_not_all_crashed(records, storage / "search")
     if _unfinished(results) or (plan.trials and len(records) < plan.trials and not _search_spent(records, plan)):
         raise Interrupted()
     if not plan.second_phase:
@@ -162,6 +164,16 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
     if _unfinished(retrain):
         raise Interrupted()
     return records + sorted((_record(r, "retrain", plan) for r in retrain), key=lambda r: r.name)
+
+
+def check_not_all_crashed(records: list[TrialRecord], folder: Path) -> None:
+    """Every trial failed (the searcher stops after ``FAILED_START`` such): the setup is broken,
+    so say why in one line, and drop the phase's state so that a rerun after the fix starts over."""
+    if records and all(r.status == "failed" for r in records):
+        shutil.rmtree(folder, ignore_errors=True)
+        first = records[0]
+        raise SparsecliError(f"tune: all {len(records)} trials failed, so there is no answer; the first, "
+                             f"{first.name}: {first.error}; fix that and rerun")
 
 
 def known_at_full(records: list[TrialRecord], plan: Plan) -> tuple[list[tuple], list[tuple[int, tuple, tuple]]]:

@@ -24,7 +24,9 @@ stopped earlier, crashed or diverged, it ends there as FAIL, which no sampler le
 Nothing here decides what is *an answer*: the front is built from full-fidelity trials
 only (``analysis``). The searcher also stops suggesting once the epochs given to it are
 spent (``budget_epochs``: counting what the running trials will spend to reach their next
-fidelity) or ``max_trials`` configurations were sampled; its state
+fidelity), ``max_trials`` configurations were sampled, or the first ``FAILED_START`` trials
+all crashed before reporting anything (a broken setup, not a bad region of the space:
+failed trials cost no epochs, so the budget alone would sample them forever); its state
 (studies, cost ledger) is saved with the experiment, so a resumed run keeps both.
 """
 
@@ -37,6 +39,8 @@ from ray.tune.search import Searcher
 
 from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.trainable import DIVERGED_KEY
+
+FAILED_START = 4  # the first trials all crashed before any reported a result: stop sampling
 
 
 def make_sampler(name: str, seed: int, startup_trials: int):
@@ -89,6 +93,9 @@ class FidelitySearch(PickledSearcher):
         self.trials: dict[str, dict[str, Any]] = {}  # Ray trial id -> params, the study it was drawn from, fidelities told
         self.spent: dict[str, int] = {}
 
+    reported = False  # any trial reported a result (class defaults: a searcher saved before they existed restores)
+    crashed = 0  # trials that ended with an error before any trial reported
+
     # ------------------------------------------------------------ Ray's Searcher API
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -99,6 +106,8 @@ class FidelitySearch(PickledSearcher):
             return Searcher.FINISHED  # a new configuration could not even reach the first rung
         if self.max_trials is not None and len(self.trials) >= self.max_trials:
             return Searcher.FINISHED
+        if not self.reported and self.crashed >= FAILED_START:
+            return Searcher.FINISHED
         fidelity = self.model_fidelity()
         ot_trial = self.studies[fidelity].ask(self.space)
         self.trials[trial_id] = {"params": dict(ot_trial.params), "drawn_from": fidelity, "number": ot_trial.number,
@@ -106,6 +115,7 @@ class FidelitySearch(PickledSearcher):
         return dict(ot_trial.params)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.reported = True
         self.spent[trial_id] = max(self.spent.get(trial_id, 0), result.get("cost_epochs", 0))
         self._observe(trial_id, result)
 
@@ -116,6 +126,8 @@ class FidelitySearch(PickledSearcher):
         if entry is None:
             return
         entry["done"] = True
+        if error and not self.reported:
+            self.crashed += 1
         if result and not error:
             self.spent[trial_id] = max(self.spent.get(trial_id, 0), result.get("cost_epochs", 0))
             self._observe(trial_id, result)
