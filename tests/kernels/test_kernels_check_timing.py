@@ -59,3 +59,24 @@ def test_bench_network_reports_reduced_precision_beside_torch_on_the_same_rounde
         row = bench_network(net, x, 1, 3, 1, failures, ax, precision)
         assert 0.0 <= row["argmax_agreement_torch_rounded"] <= 1.0 and row["times"]["sparse-sparse"] is not None
         assert abs(row["argmax_agreement"] - row["argmax_agreement_torch_rounded"]) <= 0.05, precision
+
+
+def test_kernels_ask_for_full_width_vectors_on_avx512_unless_the_user_set_the_cpu():
+    """LLVM tunes Intel's AVX-512 CPUs to 256-bit vectors; the package asks for 512 where the
+    host has AVX-512, and leaves a user's own CPU setting alone."""
+    import os
+    import subprocess
+    import sys
+
+    from llvmlite import binding
+
+    show = "import os, sparsecli.kernels; print(os.environ.get('NUMBA_CPU_FEATURES'))"
+    clean = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME")}
+    chosen = subprocess.run([sys.executable, "-c", show], env=clean, capture_output=True, text=True).stdout.strip()
+    if binding.get_host_cpu_features().get("avx512f"):
+        assert chosen.endswith(",-prefer-256-bit") and "+avx512f" in chosen.split(",")
+    else:
+        assert chosen == "None"
+    own = subprocess.run([sys.executable, "-c", show], env={**clean, "NUMBA_CPU_FEATURES": "+avx2"},
+                         capture_output=True, text=True).stdout.strip()
+    assert own == "+avx2"
