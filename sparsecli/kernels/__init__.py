@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 # SLP vectorization turns the unrolled 16-wide block updates into AVX2 FMAs;
 # numba leaves it off by default. The workqueue threading layer avoids a second
@@ -40,6 +41,8 @@ def _full_width_vectors() -> None:
 
 
 _full_width_vectors()
+if "numba" in sys.modules:  # numba came first: have it re-read the environment (before anything compiles)
+    sys.modules["numba"].core.config.reload_config()
 
 _EXPORTS = {
     # formats

@@ -30,7 +30,7 @@ from sparsecli.kernels import kwinners
 from sparsecli.kernels._unrolled import blocks_row, blocks_row_tile4, blocks_row_tile16, csr_rows_tile16
 from sparsecli.kernels.cpu import simd_path
 from sparsecli.kernels.precision import as_f32, finish_row
-from sparsecli.kernels.formats import DenseRows, RowBlocks, RowCSR, index_dtype, pack_rows
+from sparsecli.kernels.formats import DenseRows, RowBlocks, RowCSR, aligned_empty, index_dtype, pack_rows
 from sparsecli.kernels.sparse_sparse import check_bias, use_parallel
 
 # Output rows per parallel task for CSR.
@@ -358,8 +358,8 @@ class DenseInputLayer:
             # tiled with kWTA at one thread: tile by tile through everything (buffers of one tile)
             by_tile = bool(tile) and self.k is not None and not par and not kpar
             width = tile if by_tile else -(-batch // tile) * tile if tile else batch
-            xt = np.empty((p.n_in, width) if tile else (0, 1), np.float32)
-            out = np.empty((width, p.n_out_padded), np.float32)
+            xt = aligned_empty((p.n_in, width) if tile else (0, 1))
+            out = aligned_empty((width, p.n_out_padded))
             plan = ("blocks_by_tile" if by_tile else "blocks", tile, par, xt, out, None)
         elif isinstance(p, RowCSR):
             tiled = batch >= _CSR_TILE

@@ -27,7 +27,7 @@ from numba import njit, prange
 from numba.extending import overload
 
 from sparsecli.kernels._unrolled import columns_blocks
-from sparsecli.kernels.formats import ColumnBlocks, ColumnCSC, DenseColumns, index_dtype, pack_columns
+from sparsecli.kernels.formats import ColumnBlocks, ColumnCSC, DenseColumns, aligned_empty, index_dtype, pack_columns
 from sparsecli.kernels.precision import as_f32, finish_row, start_row
 from sparsecli.kernels.kwinners import _scratch_nb, check_k, row_chunks, select_row
 
@@ -340,7 +340,7 @@ class SparseInputLayer:
                 winners = (np.empty((0, 1), self._idx_dtype), np.empty((0, 1), np.float32))
             scratch = (np.empty(self.n_in + 1, np.uint32), np.empty(batch * n_active, np.uint32),
                        np.empty(batch * n_active, np.float32)) if columns else None
-            plan = (use_parallel(self.parallel, batch, macs), np.empty((batch, self.packed.n_out_padded), np.float32),
+            plan = (use_parallel(self.parallel, batch, macs), aligned_empty((batch, self.packed.n_out_padded)),
                     winners, scratch)
             self._plans[(batch, n_active)] = plan
         return plan

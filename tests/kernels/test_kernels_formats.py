@@ -93,3 +93,19 @@ def test_bad_weights_raise_value_error(weight):
 def test_unknown_structure_raises_value_error():
     with pytest.raises(ValueError, match="structure"):
         formats.pack_rows(np.ones((2, 2), np.float32), "blocks8")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_vector_data_starts_at_cache_line_boundaries(precision):
+    """Block values, dense columns and the layers' output buffers start at 64 bytes: numpy gives
+    16 or 32, and a 16-lane access across two cache lines costs about twice one within one."""
+    from sparsecli.kernels import sparse_dense, sparse_sparse
+
+    w = masked_weight(np.random.default_rng(0), 70, 50, 0.3, blocks=True)
+    assert formats.pack_rows(w, "blocks16", precision).values.ctypes.data % 64 == 0
+    assert formats.pack_columns(w, "blocks16", precision).values.ctypes.data % 64 == 0
+    assert formats.pack_columns(w, "dense").weight_t.ctypes.data % 64 == 0
+    dense_input = sparse_dense.prepare(w, None, 8, "blocks16", False, precision)
+    sparse_input = sparse_sparse.prepare(w, None, 8, "blocks16", False, 5, precision)
+    assert all(buffer.ctypes.data % 64 == 0 for buffer in dense_input._plan(20)[3:5])  # xt, out
+    assert sparse_input._plan(20, 5)[1].ctypes.data % 64 == 0  # out
