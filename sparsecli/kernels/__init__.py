@@ -1,8 +1,9 @@
 """CPU inference kernels for sparse networks: dense, sparse-dense, sparse-sparse, k-winners.
 
 Importing this package is cheap: it imports neither numba nor torch and compiles
-nothing (only llvmlite's binding, about 30 ms, to read the CPU's features). Names are resolved lazily from submodules on first access, and numba
-kernels compile on their first call (``cache=True`` keeps them on disk).
+nothing (only llvmlite's binding, about 30 ms, to read the CPU's features). Names are
+resolved lazily from submodules on first access, and numba kernels compile on their
+first call (``cache=True`` keeps them on disk).
 
 The numba environment defaults below must be in place before numba compiles
 anything, so they are set here, the one module every kernel import passes
