@@ -167,8 +167,9 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
 
 
 def check_not_all_crashed(records: list[TrialRecord], folder: Path) -> None:
-    """Every trial failed (the searcher stops after ``FAILED_START`` such): the setup is broken,
-    so say why in one line, and drop the phase's state so that a rerun after the fix starts over."""
+    """Every trial failed (crashed, so the searcher stopped after ``FAILED_START``, or diverged):
+    there is no answer, so say why in one line, and drop the phase's state so that a rerun after
+    the fix starts over."""
     if records and all(r.status == "failed" for r in records):
         shutil.rmtree(folder, ignore_errors=True)
         first = records[0]
