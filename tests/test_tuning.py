@@ -109,7 +109,7 @@ def test_rungs_and_promotion_keep_the_best_fraction():
         assert decisions == expected, strict
 
 
-def test_promotion_ties_fall_by_arrival_not_by_trial_id():
+def test_promotion_ties_fall_by_entry_order_not_by_trial_id():
     """Ray's trial ids are random: ranking ties by them made a seeded one-worker search differ run to run."""
     tie = {"accuracy": 0.96, "weight_sparsity": 0.9}
     for first, second in (("zz", "aa"), ("aa", "zz")):
@@ -255,6 +255,78 @@ def test_searcher_stops_when_the_first_trials_all_crash_and_the_run_says_why(tmp
     check_not_all_crashed(crashed + [TrialRecord("search_00009", "search", {"x": 0.1}, "stopped")], tmp_path)
 
 
+def _two_workers(arrival_seed: int, lag: int | None):
+    """A cheap phase on two workers whose results arrive in a random order (any running trial may
+    report next): the searcher and the scheduler as Ray drives them. Returns the configurations
+    drawn, in order, and the trials promoted past the rung."""
+    from types import SimpleNamespace
+
+    from optuna.distributions import FloatDistribution
+    from ray.tune.schedulers import TrialScheduler
+
+    from sparsecli.tuning.scheduler import ParetoASHA
+    from sparsecli.tuning.searcher import FidelitySearch
+
+    search = FidelitySearch({"x": FloatDistribution(0, 1)}, ACC_WS, [1, 4], "tpe", 0, 3, max_trials=14, lag=lag)
+    scheduler = ParetoASHA(ACC_WS, 1, 4, 4, lag=lag)
+    arrivals, running, drawn, promoted = random.Random(arrival_seed), {}, [], set()
+    for attempt in itertools.count():
+        while len(running) < 2:
+            config = search.suggest(f"id{attempt}-{len(running)}")
+            if config is None or config == "FINISHED":
+                break
+            trial = SimpleNamespace(trial_id=f"id{attempt}-{len(running)}", status="RUNNING", last_result={})
+            scheduler.on_trial_add(None, trial)
+            running[trial.trial_id] = (trial, config["x"], [0])
+            drawn.append(config["x"])
+        if not running:
+            return drawn, promoted
+        trial, x, epoch = running[arrivals.choice(sorted(running))]
+        epoch[0] += 1
+        result = {"epoch": epoch[0], "accuracy": 0.95 + 0.04 * math.sin(9 * x) * epoch[0] / 4,
+                  "weight_sparsity": 0.8 + 0.15 * x, "cost_epochs": epoch[0]}
+        if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+            search.on_trial_complete(trial.trial_id, result)
+            del running[trial.trial_id]
+        else:
+            promoted.add(x)
+            search.on_trial_result(trial.trial_id, result)
+
+
+def test_two_workers_draw_and_promote_the_same_trials_whatever_order_their_results_arrive_in():
+    """With a lag of two, the i-th draw and each promotion depend only on trials drawn at least two
+    before, told in order: so the same search comes out of every interleaving. Without it,
+    they depend on which result came first."""
+    runs = [_two_workers(seed, lag=2) for seed in range(4)]
+    assert len(runs[0][0]) == 14 and runs[0][1]
+    assert all(run == runs[0] for run in runs[1:])
+    assert any(_two_workers(seed, lag=None) != _two_workers(0, lag=None) for seed in range(1, 4))
+
+
+def test_second_phase_on_two_workers_finishes_the_same_trials_whatever_order_they_end_in():
+    def finishes(end_seed: int, lag: int | None) -> list[str]:
+        pool = [(f"c{i}", (0.94 + 0.004 * ((i * 7) % 5), 0.86 + 0.012 * i)) for i in range(8)]
+        search = finisher(pool, [(0.975, 0.86)], [], budget=5 * 38)
+        search.lag = lag
+        ends, running, picked = random.Random(end_seed), {}, []
+        for attempt in itertools.count():
+            while len(running) < 2:
+                choice = search.suggest(f"id{attempt}-{len(running)}")
+                if choice is None or choice == "FINISHED":
+                    break
+                running[f"id{attempt}-{len(running)}"] = dict(pool)[choice["from_trial"]]
+                picked.append(choice["from_trial"])
+            if not running:
+                return picked
+            trial_id = ends.choice(sorted(running))
+            acc, ws = running.pop(trial_id)
+            search.on_trial_complete(trial_id, {"epoch": 40, "accuracy": acc + 0.03 - 0.3 * (ws - 0.9) ** 2,
+                                                "weight_sparsity": ws})
+
+    runs = [finishes(seed, lag=2) for seed in range(4)]
+    assert len(runs[0]) == 5 and all(run == runs[0] for run in runs[1:])
+
+
 def test_trial_errors_become_one_line():
     from sparsecli.errors import ParamsError
     from sparsecli.tuning.monitor import error_text
@@ -288,8 +360,10 @@ def test_budget_split_leaves_whole_finishing_trainings_and_counts_running_trials
     search = FidelitySearch({"x": FloatDistribution(0, 1)}, ACC_WS, [2, 40], "random", 0, 2, budget_epochs=10)
     search.suggest("a"), search.suggest("b"), search.suggest("c")
     search.on_trial_result("a", {"epoch": 1, "cost_epochs": 1})  # will spend 1 more to reach the rung
-    search.on_trial_result("b", {"epoch": 2, "cost_epochs": 2})  # at the rung: stopped unless promoted
-    search.on_trial_result("c", {"epoch": 3, "cost_epochs": 3})  # promoted: 37 more to the full length
+    search.on_trial_complete("b", {"epoch": 2, "cost_epochs": 2})  # stopped at the rung
+    search.on_trial_result("c", {"epoch": 2, "cost_epochs": 2})  # told at a rung only if promoted: 38 more
+    assert search.committed() == 1 + 1 + 2 + 2 + 38
+    search.on_trial_result("c", {"epoch": 3, "cost_epochs": 3})
     assert search.committed() == 1 + 1 + 2 + 3 + 37
     search.on_trial_complete("c", {"epoch": 3, "cost_epochs": 3})
     assert search.committed() == 1 + 1 + 2 + 3

@@ -18,6 +18,11 @@ at any epoch, a candidate sparser than the front's sparse end adds area whenever
 the accuracy threshold, so the finishes spread along the sparsity axis instead of piling up
 behind one dominant point. Ties (no expected gain): the pool's own order.
 
+With ``lag`` (at least the number of workers, as the cheap phase's), finish k (counting from 0)
+is chosen only once finishes 0 ... k - lag have ended, from those, in order; the later ones
+count at their believed values even if they ended meanwhile. So which trials are finished does
+not depend on which of the running finishes happened to end first.
+
 Nothing here enters the front: the front is built from the finished trials' own full-length
 results (``analysis``). The state (pool, budget ledger, known front) is saved with the Ray
 experiment, so an interrupted second phase resumes without finishing a trial twice.
@@ -94,7 +99,8 @@ class FinishSearch(PickledSearcher):
     """Suggests, one at a time, which candidate to finish at ``full_epochs`` (see the module doc)."""
 
     def __init__(self, candidates: list[Candidate], objectives: Objectives, full_epochs: int,
-                 budget_epochs: float | None, full: list[tuple], pairs: list[tuple[int, tuple, tuple]]):
+                 budget_epochs: float | None, full: list[tuple], pairs: list[tuple[int, tuple, tuple]],
+                 lag: int | None = None):
         super().__init__(metric=None, mode=None)
         self.pool = list(candidates)  # the pool's own order breaks ties
         self.objectives = objectives
@@ -103,13 +109,21 @@ class FinishSearch(PickledSearcher):
         self.full = list(full)  # full-length feasible vectors, maximisation form
         self.pairs = list(pairs)  # (rung epoch, rung vector, full vector)
         self.rung_vectors = [(c.epochs, c.vector) for c in candidates]
+        self.lag = lag
         self.running: dict[str, tuple[Candidate, tuple]] = {}  # trial id -> candidate, its believed full vector
+        self.ended: dict[str, dict | None] = {}  # trial id -> its last result (None: failed), not yet learnt from
         self.draws = np.random.default_rng(0).standard_normal((SAMPLES, len(objectives.metrics)))
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # objectives are our own; Ray's single metric/mode does not apply
 
     def suggest(self, trial_id: str):
+        if self.lag:
+            known = list(self.running)[: max(0, len(self.running) - self.lag + 1)]  # chosen in order
+            if not all(t in self.ended for t in known):
+                return None  # Ray asks again at its next step
+            for t in known:
+                self._learn(t, self.ended.pop(t))
         affordable = [c for c in self.pool if self.left is None or self.full_epochs - c.epochs <= self.left]
         if not affordable:
             return PickledSearcher.FINISHED
@@ -138,8 +152,17 @@ class FinishSearch(PickledSearcher):
         return best, tuple(float(v) for v in best_mean)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        entry = self.running.pop(trial_id, None)
-        if entry is None or error or not result or DIVERGED_KEY in result:
+        if trial_id not in self.running:
+            return
+        if self.lag:
+            self.ended[trial_id] = None if error else result
+        else:
+            self._learn(trial_id, None if error else result)
+
+    def _learn(self, trial_id: str, result: dict | None) -> None:
+        """A finish ended: its full-length values join what is known (feasible: the front; any: the predictor)."""
+        entry = self.running.pop(trial_id)
+        if not result or DIVERGED_KEY in result:
             return
         if result.get("epoch", 0) < self.full_epochs or any(m not in result for m in self.objectives.metrics):
             return

@@ -11,6 +11,11 @@ thresholds a short training can already judge count at a rung (``Objectives.cons
 with ``final=False``): a sparse network below the accuracy threshold after 4 epochs may
 well pass it after 40, but one below the weight-sparsity threshold never will.
 
+With ``lag`` (as the searcher's), a trial is ranked among the rung
+results of the trials drawn at least ``lag`` before it (and itself), not of whichever happened
+to arrive first: the searcher draws a trial only once those have ended, so their results are
+all in, and two workers promote the same trials in every run.
+
 The budget (``tune.budget.full_trainings``, in epochs here) stops every running trial once
 the epochs spent by all trials reach it. Ray saves searchers and callbacks with an
 experiment but not schedulers, so on resume the rungs and the spent epochs are rebuilt from
@@ -41,12 +46,13 @@ def rungs(min_epochs: int, max_epochs: int, reduction_factor: int) -> list[int]:
 
 def promote(entries: dict[str, dict], trial_id: str, objectives: Objectives, reduction_factor: int,
             strict: bool = False) -> bool:
-    """Whether ``trial_id`` is among the best ``n // rf`` of the n results at a rung.
+    """Whether ``trial_id`` is among the best ``n // rf`` of the n results at a rung (``entries``,
+    in the order the trials were drawn, so that ties fall the same way in every run).
 
     Not strict, at least the best one continues (so the first trial at a rung always does,
     as in Ray's ASHA); strict, a rung needs ``rf`` results before any continues.
     """
-    ids = list(entries)  # arrival order: ties fall the same way in every run (Ray's trial ids are random)
+    ids = list(entries)
     order = constrained_order([objectives.vector(entries[i]) for i in ids],
                               [objectives.violation(entries[i], final=False) for i in ids])
     keep = len(ids) // reduction_factor if strict else max(1, len(ids) // reduction_factor)
@@ -55,10 +61,12 @@ def promote(entries: dict[str, dict], trial_id: str, objectives: Objectives, red
 
 class ParetoASHA(FIFOScheduler):
     def __init__(self, objectives: Objectives, min_epochs: int, max_epochs: int, reduction_factor: int,
-                 budget_epochs: float | None = None, strict: bool = False):
+                 budget_epochs: float | None = None, strict: bool = False, lag: int | None = None):
         super().__init__()
         self.objectives = objectives
         self.strict = strict
+        self.lag = lag
+        self.order: dict[str, int] = {}  # trial id -> when it was drawn (Ray adds trials as the searcher draws them)
         self.milestones = rungs(min_epochs, max_epochs, reduction_factor)
         self.max_epochs = max_epochs
         self.reduction_factor = reduction_factor
@@ -70,6 +78,7 @@ class ParetoASHA(FIFOScheduler):
         return True  # objectives are our own; Ray's single metric/mode does not apply
 
     def on_trial_add(self, tune_controller, trial) -> None:
+        self.order.setdefault(trial.trial_id, len(self.order))
         if (trial.last_result or {}).get("epoch"):  # a trial restored from an interrupted run
             for result in _persisted_results(trial):
                 self._record(trial.trial_id, result)
@@ -92,8 +101,11 @@ class ParetoASHA(FIFOScheduler):
         epoch = result.get("epoch")
         if epoch not in self.recorded or trial_id in self.recorded[epoch] or DIVERGED_KEY in result:
             return True
-        entries = self.recorded[epoch]
-        entries[trial_id] = {m: result[m] for m in self.objectives.names}
+        self.recorded[epoch][trial_id] = {m: result[m] for m in self.objectives.names}
+        own = self.order.get(trial_id, len(self.order))
+        ranked = sorted((self.order.get(i, len(self.order)), i) for i in self.recorded[epoch])
+        entries = {i: self.recorded[epoch][i] for rank, i in ranked
+                   if i == trial_id or not self.lag or rank <= own - self.lag}
         return promote(entries, trial_id, self.objectives, self.reduction_factor, self.strict)
 
     def debug_string(self) -> str:

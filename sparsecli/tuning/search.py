@@ -13,6 +13,10 @@ rest of the budget pays for; without a budget, those no other trial beat at thei
 (``second_phase_candidates``). Only results at ``max_epochs`` are final; everything else is
 a cost.
 
+Both phases decide from their trials' results in the order the trials were drawn, with a lag of
+``workers + 1`` (see ``FidelitySearch``), so the same params and workers give the same trials and
+the same front in every run, however the workers' results interleave.
+
 Each phase is one Ray experiment under the storage folder, so an interrupted run is
 restored with ``Tuner.restore``: finished trials keep their results, unfinished ones
 continue from their last epoch checkpoint.
@@ -132,15 +136,18 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
     from sparsecli.tuning.trainable import CONTINUE_KEY, run_trial
 
     plan = Plan.from_params(params)
+    # decide from the trials drawn at least workers + 1 before (see FidelitySearch): the same
+    # trials in every run, and a free worker waits only for a promoted trial, not for its neighbour
+    lag = workers + 1
     trainable = tune.with_parameters(run_trial, base=params.model_dump(), keys=list(plan.keys), splits=splits,
                                      meta=meta, full_epochs=plan.full_epochs, hardware=tuple(hardware))
 
     def fresh_search():
         fidelities = [*rungs(plan.min_epochs, plan.full_epochs, plan.reduction_factor), plan.full_epochs]
         searcher = FidelitySearch(optuna_space(params.tune.space), plan.objectives, fidelities, plan.searcher,
-                                  plan.seed, plan.startup_trials, plan.search_epochs, plan.trials)
+                                  plan.seed, plan.startup_trials, plan.search_epochs, plan.trials, lag=lag)
         scheduler = ParetoASHA(plan.objectives, plan.min_epochs, plan.full_epochs, plan.reduction_factor,
-                               plan.budget_epochs, strict=plan.second_phase)
+                               plan.budget_epochs, strict=plan.second_phase, lag=lag)
         return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials or -1,
                                max_concurrent_trials=workers)
 
@@ -157,7 +164,8 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
         return records
     finisher = FinishSearch([Candidate(c.name, {**c.values, CONTINUE_KEY: c.checkpoint, "from_trial": c.name},
                                        c.epochs, plan.objectives.vector(c.result)) for c in candidates],
-                            plan.objectives, plan.full_epochs, _left(records, plan), *known_at_full(records, plan))
+                            plan.objectives, plan.full_epochs, _left(records, plan), *known_at_full(records, plan),
+                            lag=lag)
     retrain = _run_phase("retrain", storage, trainable, restore,
                          lambda: tune.TuneConfig(search_alg=finisher, num_samples=-1, max_concurrent_trials=workers),
                          None, plan, _expected_finishes(candidates, records, plan), progress)

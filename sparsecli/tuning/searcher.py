@@ -21,10 +21,20 @@ asked-for trial stays RUNNING in the study it was drawn from until it reaches th
 fidelity (TPE's constant liar counts it as poor meanwhile, so parallel workers spread out);
 stopped earlier, crashed or diverged, it ends there as FAIL, which no sampler learns from.
 
+With ``lag`` (at least the number of workers), the answer does not depend on which running
+trial happens to report first: configuration i (counting from 0) is drawn only once trials
+0 ... i - lag have ended, from what those reported, told to the studies in trial order; the
+later ones count as drawn but unknown, whatever they reported meanwhile. So the same params
+draw the same configurations, and give the same front, in every run. ``run_search`` uses
+``workers + 1``: then a free worker never waits for the trial beside it, only for a promoted
+one before it to finish (on the default pipeline, one or two in the cheap phase). Without
+``lag``, every result is told the moment it arrives.
+
 Nothing here decides what is *an answer*: the front is built from full-fidelity trials
 only (``analysis``). The searcher also stops suggesting once the epochs given to it are
-spent (``budget_epochs``: counting what the running trials will spend to reach their next
-fidelity), ``max_trials`` configurations were sampled, or the first ``FAILED_START`` trials
+spent (``budget_epochs``: counting what the trials will spend to reach their next fidelity:
+a trial reporting at a rung was promoted, since Ray tells a searcher a result only when the
+scheduler lets the trial go on), ``max_trials`` configurations were sampled, or the first ``FAILED_START`` trials
 all crashed before reporting anything (a broken setup, not a bad region of the space:
 failed trials cost no epochs, so the budget alone would sample them forever); its state
 (studies, cost ledger) is saved with the experiment, so a resumed run keeps both.
@@ -73,7 +83,8 @@ class FidelitySearch(PickledSearcher):
     """Optuna studies per fidelity (``fidelities``: increasing epochs, the last = full training)."""
 
     def __init__(self, space: dict, objectives: Objectives, fidelities: list[int], searcher: str, seed: int,
-                 startup_trials: int, budget_epochs: float | None = None, max_trials: int | None = None):
+                 startup_trials: int, budget_epochs: float | None = None, max_trials: int | None = None,
+                 lag: int | None = None):
         import optuna
 
         super().__init__(metric=None, mode=None)
@@ -85,12 +96,14 @@ class FidelitySearch(PickledSearcher):
         self.min_evaluations = max(startup_trials, len(space) + 1)  # before a study's model is used
         self.budget_epochs = budget_epochs
         self.max_trials = max_trials
+        self.lag = lag
         directions = ["maximize" if mode == "max" else "minimize" for mode in objectives.modes]
         self.studies = {
             f: optuna.create_study(directions=directions, sampler=make_sampler(searcher, seed + 7919 * i, startup_trials))
             for i, f in enumerate(self.fidelities)
         }
-        self.trials: dict[str, dict[str, Any]] = {}  # Ray trial id -> params, the study it was drawn from, fidelities told
+        # Ray trial id -> params, the study it was drawn from, fidelities told, results not yet told
+        self.trials: dict[str, dict[str, Any]] = {}
         self.spent: dict[str, int] = {}
 
     reported = False  # any trial reported a result (class defaults: a searcher saved before they existed restores)
@@ -102,7 +115,10 @@ class FidelitySearch(PickledSearcher):
         return True  # objectives are our own; Ray's single metric/mode does not apply
 
     def suggest(self, trial_id: str):
-        if self.budget_epochs is not None and self.committed() + self.fidelities[0] > self.budget_epochs:
+        known = len(self.trials) - self.lag + 1 if self.lag else len(self.trials)  # trials [0, known) have ended
+        if self.lag and not self._catch_up(known):
+            return None  # Ray asks again at its next step
+        if self.budget_epochs is not None and self.committed(known) + self.fidelities[0] > self.budget_epochs:
             return Searcher.FINISHED  # a new configuration could not even reach the first rung
         if self.max_trials is not None and len(self.trials) >= self.max_trials:
             return Searcher.FINISHED
@@ -111,38 +127,66 @@ class FidelitySearch(PickledSearcher):
         fidelity = self.model_fidelity()
         ot_trial = self.studies[fidelity].ask(self.space)
         self.trials[trial_id] = {"params": dict(ot_trial.params), "drawn_from": fidelity, "number": ot_trial.number,
-                                 "told": set()}
+                                 "told": set(), "order": len(self.trials), "waiting": []}
         return dict(ot_trial.params)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.reported = True
-        self.spent[trial_id] = max(self.spent.get(trial_id, 0), result.get("cost_epochs", 0))
-        self._observe(trial_id, result)
+        self._arrive(trial_id, result, ended=False, error=False)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        from optuna.trial import TrialState
+        self._arrive(trial_id, result, ended=True, error=error)
 
+    def committed(self, known: int | None = None) -> int:
+        """Epochs spent, plus those the trials will spend to reach their next fidelity; a trial
+        from ``known`` on (not yet told, see ``lag``) counts as reaching the first fidelity."""
+        first, total = self.fidelities[0], 0
+        for trial_id, entry in self.trials.items():
+            spent = self.spent.get(trial_id, 0)
+            if known is not None and entry["order"] >= known:
+                total += first
+            elif entry.get("done"):
+                total += spent
+            else:  # reported at a rung only if promoted: it goes on to the next fidelity
+                total += next((f for f in self.fidelities if f > spent), spent)
+        return total
+
+    # ------------------------------------------------------------ results, in trial order
+
+    def _arrive(self, trial_id: str, result: dict | None, ended: bool, error: bool) -> None:
         entry = self.trials.get(trial_id)
         if entry is None:
             return
-        entry["done"] = True
-        if error and not self.reported:
-            self.crashed += 1
-        if result and not error:
-            self.spent[trial_id] = max(self.spent.get(trial_id, 0), result.get("cost_epochs", 0))
-            self._observe(trial_id, result)
-        if entry["number"] is not None:  # it never reached the fidelity it was drawn for
-            self.studies[entry["drawn_from"]].tell(entry["number"], state=TrialState.FAIL)
-            entry["number"] = None
+        entry["waiting"].append((result, ended, error))
+        entry["ended"] = entry.get("ended") or ended
+        if not self.lag:
+            self._tell(trial_id, entry)
 
-    def committed(self) -> int:
-        """Epochs spent, plus those the running trials will spend to reach their next fidelity."""
-        total = sum(self.spent.values())
-        for trial_id, entry in self.trials.items():
-            spent = self.spent.get(trial_id, 0)
-            if not entry.get("done") and spent not in self.fidelities:  # at a rung: stopped unless promoted
-                total += next((f for f in self.fidelities if f > spent), spent) - spent
-        return total
+    def _catch_up(self, known: int) -> bool:
+        """Tell the results of trials [0, known), in trial order; False if one has not ended yet."""
+        first = [(trial_id, entry) for trial_id, entry in self.trials.items() if entry["order"] < known]  # drawn in order
+        if not all(entry.get("ended") for _, entry in first):
+            return False
+        for trial_id, entry in first:
+            self._tell(trial_id, entry)
+        return True
+
+    def _tell(self, trial_id: str, entry: dict) -> None:
+        from optuna.trial import TrialState
+
+        waiting, entry["waiting"] = entry["waiting"], []
+        for result, ended, error in waiting:
+            if result and not error:
+                self.reported = True
+                self.spent[trial_id] = max(self.spent.get(trial_id, 0), result.get("cost_epochs", 0))
+                self._observe(trial_id, result)
+            if not ended:
+                continue
+            entry["done"] = True
+            if error and not self.reported:
+                self.crashed += 1
+            if entry["number"] is not None:  # it never reached the fidelity it was drawn for
+                self.studies[entry["drawn_from"]].tell(entry["number"], state=TrialState.FAIL)
+                entry["number"] = None
 
     # ------------------------------------------------------------ the models
 
