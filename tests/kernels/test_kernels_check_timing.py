@@ -80,3 +80,22 @@ def test_kernels_ask_for_full_width_vectors_on_avx512_unless_the_user_set_the_cp
     own = subprocess.run([sys.executable, "-c", show], env={**clean, "NUMBA_CPU_FEATURES": "+avx2"},
                          capture_output=True, text=True).stdout.strip()
     assert own == "+avx2"
+
+
+def test_compiling_beside_runs_in_a_second_process_and_waits_for_it(tmp_path):
+    """The benchmark stage compiles the reference CNNs' kernels there while it compiles the others."""
+    import os
+
+    from sparsecli.kernels.measure import compiling_beside
+    from sparsecli.kernels.timing import max_threads
+
+    if max_threads() < 2:
+        pytest.skip("one CPU: nothing runs beside")
+    marker = tmp_path / "pid"
+    # the second process writes its pid: a spawned one (not this one), finished when the block ends
+    code = f"import os, pathlib; pathlib.Path({str(marker)!r}).write_text(str(os.getpid()))"
+    with compiling_beside(exec, code):
+        pass
+    assert marker.read_text() != str(os.getpid())
+    with compiling_beside((tmp_path / "missing").unlink):  # its error is not the caller's: compiled again there
+        pass
