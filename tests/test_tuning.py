@@ -483,3 +483,21 @@ def test_kwta_activation_sparsity_is_settled_after_one_epoch(trained_dir, tiny_p
     short = {"activation_sparsity": 0.9}
     assert not Objectives.from_params(threshold, settled(params.model)).feasible(short, final=False)  # ruled out at a rung
     assert Objectives.from_params(threshold, settled(relu.model)).feasible(short, final=False)  # ReLU: may still get there
+
+
+def test_a_resumed_trials_repeated_epochs_count_once_in_its_history():
+    """Ray keeps a trial's last few checkpoints (not only the newest), so a trial resumed after an
+    interruption may repeat an epoch or two; its history has one row per epoch."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from sparsecli.tuning.search import HISTORY_KEYS, Plan, _record
+
+    plan = Plan(ACC_WS, ("x",), 2, 4, 2, None, None, 0.5, "tpe", 2, False, 0)
+    rows = [{**dict.fromkeys(HISTORY_KEYS, 0.5), "epoch": e, "accuracy": 0.9 + e / 100, "cost_epochs": c}
+            for e, c in ((1, 1), (2, 2), (3, 3), (2, 2), (3, 3), (4, 4))]
+    result = SimpleNamespace(metrics_dataframe=pd.DataFrame(rows), metrics=rows[-1], config={"x": 0.5}, error=None,
+                             path="/ray/search/search_007", checkpoint=None)
+    record = _record(result, "search", plan)
+    assert [row["epoch"] for row in record.history] == [1, 2, 3, 4] and record.status == "full"
