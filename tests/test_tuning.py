@@ -501,3 +501,23 @@ def test_a_resumed_trials_repeated_epochs_count_once_in_its_history():
                              path="/ray/search/search_007", checkpoint=None)
     record = _record(result, "search", plan)
     assert [row["epoch"] for row in record.history] == [1, 2, 3, 4] and record.status == "full"
+
+
+def test_cheap_phase_keeps_back_only_what_finishing_its_feasible_stopped_trials_takes():
+    """The second phase finishes stopped trials feasible so far; where none are, the cheap phase
+    samples on rather than leave that share of the budget unspent."""
+    from optuna.distributions import FloatDistribution
+
+    from sparsecli.tuning.searcher import FidelitySearch
+
+    def drawn(weight_sparsity: float) -> int:
+        search = FidelitySearch({"x": FloatDistribution(0, 1)}, ACC_WS, [2, 40], "random", 0, 2, budget_epochs=100,
+                                finishes=2, finish_epochs=38)
+        for n in itertools.count():
+            if search.suggest(f"t{n}") == "FINISHED":
+                return n
+            search.on_trial_complete(f"t{n}", {"epoch": 2, "accuracy": 0.9, "weight_sparsity": weight_sparsity,
+                                               "cost_epochs": 2})
+
+    assert drawn(0.9) == 12  # 2 x 12 + 2 for one more + 2 x 38 to finish two would pass 100
+    assert drawn(0.8) == 50  # below the settled threshold: none to finish, so all 100 go to sampling

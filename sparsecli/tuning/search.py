@@ -4,7 +4,9 @@ Phase 1 ("search"): configurations sampled by ``FidelitySearch`` (one Optuna mod
 fidelity, so every rung result informs the next sample), scheduled by ``ParetoASHA`` from
 ``min_epochs`` to ``max_epochs``. It samples ``tune.budget.trials`` configurations, or with
 ``trials: null`` as many as ``tune.budget.search_fraction`` of the budget
-(``tune.budget.full_trainings`` x ``max_epochs`` epochs) pays for. Phase 2 ("retrain",
+(``tune.budget.full_trainings`` x ``max_epochs`` epochs) pays for, more while few of its
+stopped trials are worth finishing (the searcher keeps back only what finishing those will
+take, so the budget is spent either way). Phase 2 ("retrain",
 optional): the stopped trials whose last result is feasible as far as a short training can
 tell (the thresholds on settled metrics, see ``Objectives.constraints``) are finished at
 ``max_epochs``, continuing from their checkpoints, one at a time by expected hypervolume
@@ -104,10 +106,15 @@ class Plan:
         return round((1 - self.search_fraction) * self.budget_epochs / finish) * finish if finish > 0 else 0.0
 
     @property
+    def finishes(self) -> int:
+        """How many stopped trials the second phase is to finish: ``reserve_epochs`` of finishing."""
+        finish = self.full_epochs - self.min_epochs
+        return round(self.reserve_epochs / finish) if finish > 0 else 0
+
+    @property
     def search_epochs(self) -> float | None:
         """The epochs the cheap phase may spend (the rest finishes stopped trials); None: no budget."""
         return None if self.budget_epochs is None else self.budget_epochs - self.reserve_epochs
-
 
     def expected_trials(self) -> int:
         """About how many configurations the cheap phase samples with ``trials: null`` (for the progress count)."""
@@ -145,7 +152,8 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
     def fresh_search():
         fidelities = [*rungs(plan.min_epochs, plan.full_epochs, plan.reduction_factor), plan.full_epochs]
         searcher = FidelitySearch(optuna_space(params.tune.space), plan.objectives, fidelities, plan.searcher,
-                                  plan.seed, plan.startup_trials, plan.search_epochs, plan.trials, lag=lag)
+                                  plan.seed, plan.startup_trials, plan.budget_epochs, plan.trials, lag=lag,
+                                  finishes=plan.finishes, finish_epochs=plan.full_epochs - plan.min_epochs)
         scheduler = ParetoASHA(plan.objectives, plan.min_epochs, plan.full_epochs, plan.reduction_factor,
                                plan.budget_epochs, strict=plan.second_phase, lag=lag)
         return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials or -1,

@@ -34,7 +34,10 @@ Nothing here decides what is *an answer*: the front is built from full-fidelity 
 only (``analysis``). The searcher also stops suggesting once the epochs given to it are
 spent (``budget_epochs``: counting what the trials will spend to reach their next fidelity:
 a trial reporting at a rung was promoted, since Ray tells a searcher a result only when the
-scheduler lets the trial go on), ``max_trials`` configurations were sampled, or the first ``FAILED_START`` trials
+scheduler lets the trial go on; and keeping back what the second phase will take to finish
+the stopped trials feasible so far, ``finish_epochs`` each, up to ``finishes`` of them: so
+where few pass the settled thresholds, it samples on instead of leaving the second phase's
+share unspent), ``max_trials`` configurations were sampled, or the first ``FAILED_START`` trials
 all crashed before reporting anything (a broken setup, not a bad region of the space:
 failed trials cost no epochs, so the budget alone would sample them forever); its state
 (studies, cost ledger) is saved with the experiment, so a resumed run keeps both.
@@ -84,7 +87,7 @@ class FidelitySearch(PickledSearcher):
 
     def __init__(self, space: dict, objectives: Objectives, fidelities: list[int], searcher: str, seed: int,
                  startup_trials: int, budget_epochs: float | None = None, max_trials: int | None = None,
-                 lag: int | None = None):
+                 lag: int | None = None, finishes: int = 0, finish_epochs: int = 0):
         import optuna
 
         super().__init__(metric=None, mode=None)
@@ -97,6 +100,7 @@ class FidelitySearch(PickledSearcher):
         self.budget_epochs = budget_epochs
         self.max_trials = max_trials
         self.lag = lag
+        self.finishes, self.finish_epochs = finishes, finish_epochs
         directions = ["maximize" if mode == "max" else "minimize" for mode in objectives.modes]
         self.studies = {
             f: optuna.create_study(directions=directions, sampler=make_sampler(searcher, seed + 7919 * i, startup_trials))
@@ -108,6 +112,7 @@ class FidelitySearch(PickledSearcher):
 
     reported = False  # any trial reported a result (class defaults: a searcher saved before they existed restores)
     crashed = 0  # trials that ended with an error before any trial reported
+    finishes = finish_epochs = 0  # the second phase's: none
 
     # ------------------------------------------------------------ Ray's Searcher API
 
@@ -118,7 +123,8 @@ class FidelitySearch(PickledSearcher):
         known = len(self.trials) - self.lag + 1 if self.lag else len(self.trials)  # trials [0, known) have ended
         if self.lag and not self._catch_up(known):
             return None  # Ray asks again at its next step
-        if self.budget_epochs is not None and self.committed(known) + self.fidelities[0] > self.budget_epochs:
+        if self.budget_epochs is not None and (self.committed(known) + self.fidelities[0] + self.reserved(known)
+                                               > self.budget_epochs):
             return Searcher.FINISHED  # a new configuration could not even reach the first rung
         if self.max_trials is not None and len(self.trials) >= self.max_trials:
             return Searcher.FINISHED
@@ -149,6 +155,11 @@ class FidelitySearch(PickledSearcher):
             else:  # reported at a rung only if promoted: it goes on to the next fidelity
                 total += next((f for f in self.fidelities if f > spent), spent)
         return total
+
+    def reserved(self, known: int) -> int:
+        """What finishing the stopped trials feasible so far will take (at most ``finishes`` of them)."""
+        pool = sum(1 for entry in self.trials.values() if entry["order"] < known and entry.get("may_finish"))
+        return self.finish_epochs * min(self.finishes, pool)
 
     # ------------------------------------------------------------ results, in trial order
 
@@ -182,11 +193,17 @@ class FidelitySearch(PickledSearcher):
             if not ended:
                 continue
             entry["done"] = True
+            entry["may_finish"] = bool(result) and not error and self._may_finish(result)
             if error and not self.reported:
                 self.crashed += 1
             if entry["number"] is not None:  # it never reached the fidelity it was drawn for
                 self.studies[entry["drawn_from"]].tell(entry["number"], state=TrialState.FAIL)
                 entry["number"] = None
+
+    def _may_finish(self, result: dict) -> bool:
+        """Stopped short of full fidelity and feasible as far as a short training tells."""
+        return (DIVERGED_KEY not in result and result.get("epoch", 0) < self.full_epochs
+                and all(m in result for m in self.objectives.metrics) and self.objectives.feasible(result, final=False))
 
     # ------------------------------------------------------------ the models
 
