@@ -275,7 +275,8 @@ def _two_workers(arrival_seed: int, lag: int | None):
             config = search.suggest(f"id{attempt}-{len(running)}")
             if config is None or config == "FINISHED":
                 break
-            trial = SimpleNamespace(trial_id=f"id{attempt}-{len(running)}", status="RUNNING", last_result={})
+            trial = SimpleNamespace(trial_id=f"id{attempt}-{len(running)}", status="RUNNING", last_result={},
+                                    experiment_tag=f"{len(drawn) + 1}_x={config['x']}")  # as Ray tags trials
             scheduler.on_trial_add(None, trial)
             running[trial.trial_id] = (trial, config["x"], [0])
             drawn.append(config["x"])

@@ -91,7 +91,13 @@ class TrialNamer:
         self.prefix = prefix
 
     def __call__(self, trial) -> str:
-        return f"{self.prefix}_{int(trial.experiment_tag.split('_', 1)[0]):03d}"
+        return f"{self.prefix}_{creation_number(trial):03d}"
+
+
+def creation_number(trial) -> int:
+    """The searcher's count when Ray created the trial (1, 2, ...: the head of its experiment tag),
+    kept across resumes, which re-add trials in another order."""
+    return int(trial.experiment_tag.split("_", 1)[0])
 
 
 def trial_name(trial) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 from ray.air.constants import EXPR_RESULT_FILE
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from sparsecli.tuning.monitor import creation_number
 from sparsecli.tuning.objectives import Objectives
 from sparsecli.tuning.pareto import constrained_order
 from sparsecli.tuning.trainable import DIVERGED_KEY
@@ -66,7 +67,7 @@ class ParetoASHA(FIFOScheduler):
         self.objectives = objectives
         self.strict = strict
         self.lag = lag
-        self.order: dict[str, int] = {}  # trial id -> when it was drawn (Ray adds trials as the searcher draws them)
+        self.order: dict[str, int] = {}  # trial id -> when it was drawn
         self.milestones = rungs(min_epochs, max_epochs, reduction_factor)
         self.max_epochs = max_epochs
         self.reduction_factor = reduction_factor
@@ -78,7 +79,7 @@ class ParetoASHA(FIFOScheduler):
         return True  # objectives are our own; Ray's single metric/mode does not apply
 
     def on_trial_add(self, tune_controller, trial) -> None:
-        self.order.setdefault(trial.trial_id, len(self.order))
+        self.order.setdefault(trial.trial_id, creation_number(trial))
         if (trial.last_result or {}).get("epoch"):  # a trial restored from an interrupted run
             for result in _persisted_results(trial):
                 self._record(trial.trial_id, result)
@@ -102,8 +103,8 @@ class ParetoASHA(FIFOScheduler):
         if epoch not in self.recorded or trial_id in self.recorded[epoch] or DIVERGED_KEY in result:
             return True
         self.recorded[epoch][trial_id] = {m: result[m] for m in self.objectives.names}
-        own = self.order.get(trial_id, len(self.order))
-        ranked = sorted((self.order.get(i, len(self.order)), i) for i in self.recorded[epoch])
+        own = self.order[trial_id]
+        ranked = sorted((self.order[i], i) for i in self.recorded[epoch])
         entries = {i: self.recorded[epoch][i] for rank, i in ranked
                    if i == trial_id or not self.lag or rank <= own - self.lag}
         return promote(entries, trial_id, self.objectives, self.reduction_factor, self.strict)
