@@ -212,6 +212,23 @@ TRADE_OFF = ["tune.objectives.0.threshold=0.8", "tune.objectives.1.threshold=0.7
              "tune.space.1.low=0.7", "tune.space.2.low=0.7", "tune.space.1.high=0.97", "tune.space.2.high=0.97"]
 
 
+def test_a_budget_run_interrupted_between_trials_says_so_instead_of_answering(ray_cluster, trained_dir, tmp_path):
+    """With ``trials: null`` nothing counts the configurations, and a Ctrl-C that lands between
+    trials leaves none unfinished: the run answered from a cut-short search before."""
+    project = make_project(tmp_path / "p", trained_dir)
+    sets = [arg for s in [*TRADE_OFF, "tune.budget.trials=null", "tune.budget.full_trainings=6"] for arg in ("--set", s)]
+    proc = subprocess.Popen([sys.executable, "-m", "sparsecli", "tune", "--address", ray_cluster, "--workers", "1", *sets],
+                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if TRIAL_LINE.match(line):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, rest
+    assert "error: tune interrupted; rerun the same command to resume" in rest
+    assert not (project / "tune" / "best_params.yaml").exists()
+
+
 def test_interrupted_run_resumes_without_rerunning_finished_trials(ray_cluster, trained_dir, tmp_path):
     project = make_project(tmp_path / "p", trained_dir)
     sets = [arg for s in TRADE_OFF for arg in ("--set", s)]

@@ -27,6 +27,7 @@ continue from their last epoch checkpoint.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
 import threading
@@ -314,8 +315,11 @@ def _run_phase(name, storage, trainable, restore, tune_config, space, plan, tota
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         )
         tuner = tune.Tuner(trainable, param_space=space or {}, tune_config=config, run_config=run_config)
-    with attach(str(path), progress), _keep_sigint_handler():
-        return tuner.fit()
+    with attach(str(path), progress), _keep_sigint_handler() as sigint:
+        results = tuner.fit()
+    if sigint.interrupted:  # Ray saved the experiment and returned: perhaps with no trial left unfinished
+        raise Interrupted()
+    return results
 
 
 def _record(result, phase: str, plan: Plan) -> TrialRecord:
@@ -367,12 +371,20 @@ def _search_spent(records: list[TrialRecord], plan: Plan) -> bool:
 
 
 class _keep_sigint_handler:
-    """Ray installs its own Ctrl-C handler for a run and leaves it behind; put ours back."""
+    """Ray installs its own Ctrl-C handler for a run and leaves it behind; put ours back.
+
+    A Ctrl-C (or SIGUSR1) makes Ray's handler end the run early and put back the handler it
+    found: that, finding ours again after the run, is how ``interrupted`` knows the run was
+    cut short (Ray's results do not say; a run stopped between trials has none unfinished)."""
 
     def __enter__(self):
         self.main = threading.current_thread() is threading.main_thread()
         self.handler = signal.getsignal(signal.SIGINT) if self.main else None
+        self.interrupted = False
+        return self
 
     def __exit__(self, *exc):
         if self.main:
+            catching = not int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+            self.interrupted = catching and signal.getsignal(signal.SIGINT) is self.handler
             signal.signal(signal.SIGINT, self.handler)
