@@ -102,8 +102,9 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
     # Before any timing: numba's first compilation of the kernels (cached after it), the
     # reference CNNs' in a second process while this one compiles the other networks'.
     progress.message("benchmark: compiling the kernels (numba; cached after the first run)")
-    compiled = ([net] if net is not None else []) + ([reference_mlp(*setting, structure) for setting in SETTINGS
-                                                      for structure in STRUCTURES] if bp.reference else [])
+    compiled = [net] if net is not None else []
+    if bp.reference:
+        compiled += [reference_mlp(*setting, structure) for setting in SETTINGS for structure in STRUCTURES]
     with compiling_beside(compile_reference_cnns, batches) if bp.reference else contextlib.nullcontext():
         for network in compiled:
             compile_network(network, batches)

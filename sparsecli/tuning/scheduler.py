@@ -79,7 +79,7 @@ class ParetoASHA(FIFOScheduler):
         return True  # objectives are our own; Ray's single metric/mode does not apply
 
     def on_trial_add(self, tune_controller, trial) -> None:
-        self.order.setdefault(trial.trial_id, creation_number(trial))
+        self.order[trial.trial_id] = creation_number(trial)
         if (trial.last_result or {}).get("epoch"):  # a trial restored from an interrupted run
             for result in _persisted_results(trial):
                 self._record(trial.trial_id, result)

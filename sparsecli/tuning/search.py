@@ -98,19 +98,22 @@ class Plan:
                    tune.startup_trials, tune.second_phase, params.seed)
 
     @property
-    def reserve_epochs(self) -> float:
-        """The epochs kept for the second phase: ``1 - search_fraction`` of the budget, rounded to
-        whole finishing trainings (``max_epochs - min_epochs`` each), so that none is left over."""
-        if self.budget_epochs is None or not self.second_phase:
-            return 0.0
-        finish = self.full_epochs - self.min_epochs
-        return round((1 - self.search_fraction) * self.budget_epochs / finish) * finish if finish > 0 else 0.0
+    def finish_epochs(self) -> int:
+        """What finishing one stopped trial costs: from the cheapest fidelity to the full one."""
+        return self.full_epochs - self.min_epochs
 
     @property
     def finishes(self) -> int:
-        """How many stopped trials the second phase is to finish: ``reserve_epochs`` of finishing."""
-        finish = self.full_epochs - self.min_epochs
-        return round(self.reserve_epochs / finish) if finish > 0 else 0
+        """How many stopped trials the second phase is to finish: ``1 - search_fraction`` of the
+        budget, in whole finishing trainings, so that none is left over."""
+        if self.budget_epochs is None or not self.second_phase or self.finish_epochs <= 0:
+            return 0
+        return round((1 - self.search_fraction) * self.budget_epochs / self.finish_epochs)
+
+    @property
+    def reserve_epochs(self) -> float:
+        """The epochs kept for the second phase."""
+        return float(self.finishes * self.finish_epochs)
 
     @property
     def search_epochs(self) -> float | None:
@@ -154,7 +157,7 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
         fidelities = [*rungs(plan.min_epochs, plan.full_epochs, plan.reduction_factor), plan.full_epochs]
         searcher = FidelitySearch(optuna_space(params.tune.space), plan.objectives, fidelities, plan.searcher,
                                   plan.seed, plan.startup_trials, plan.budget_epochs, plan.trials, lag=lag,
-                                  finishes=plan.finishes, finish_epochs=plan.full_epochs - plan.min_epochs)
+                                  finishes=plan.finishes, finish_epochs=plan.finish_epochs)
         scheduler = ParetoASHA(plan.objectives, plan.min_epochs, plan.full_epochs, plan.reduction_factor,
                                plan.budget_epochs, strict=plan.second_phase, lag=lag)
         return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.trials or -1,
@@ -164,7 +167,7 @@ def run_search(params: Params, splits: dict, meta: dict, storage: Path, workers:
     results = _run_phase("search", storage, trainable, restore, fresh_search, None, plan, expected, progress)
     records = sorted((_record(r, "search", plan) for r in results), key=lambda r: r.name)
     check_not_all_crashed(records, storage / "search")
-    if _unfinished(results) or (plan.trials and len(records) < plan.trials and not _search_spent(records, plan)):
+    if _unfinished(results):
         raise Interrupted()
     if not plan.second_phase:
         return records
@@ -364,10 +367,6 @@ def _restorable(path: Path) -> bool:
 
 def _unfinished(results) -> bool:
     return results.num_terminated + results.num_errors < len(results)
-
-
-def _search_spent(records: list[TrialRecord], plan: Plan) -> bool:
-    return plan.search_epochs is not None and sum(r.cost_epochs for r in records) + plan.min_epochs > plan.search_epochs
 
 
 class _keep_sigint_handler:
