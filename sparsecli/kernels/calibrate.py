@@ -29,7 +29,7 @@ layer (8x8 dense, 32x32 at 25% sparse), median of interleaved samples:
 
     torch_call_s    one F.linear call on 8x8
     dense_call_s    DenseEngine of that layer minus torch_call_s (numpy <-> torch, inference mode)
-    engine_call_s   SparseEngine of a 32x32 layer minus the layer's own call (input checks, buffers)
+    engine_call_s   SparseEngine of a 32x32 layer minus the layer's bound call (input checks, output)
 
 ``TwinTable`` holds a network's twin and, per batch, the table (medians, first quartiles) and
 the paired ratio per mode: the median over rounds of (call_s + the twin's layers in the round)
@@ -44,7 +44,6 @@ import dataclasses
 
 import numpy as np
 
-from sparsecli.kernels import sparse_dense
 from sparsecli.kernels.engine import DenseEngine, LayerSpec, SparseEngine
 from sparsecli.kernels.formats import BLOCK, detect_structure
 from sparsecli.kernels.timing import interleaved_timings
@@ -108,20 +107,24 @@ def calibrate(batches, repeats: int = 15) -> dict:
     tiny = LayerSpec(rng.standard_normal((8, 8)).astype(np.float32))
     w32 = (rng.standard_normal((32, 32)) * (rng.random((32, 32)) < 0.25)).astype(np.float32)
     dense_tiny = DenseEngine([tiny])
-    sd32 = sparse_dense.prepare(w32, structure="unstructured")
     eng32 = SparseEngine.from_layers([LayerSpec(w32)], "unstructured")
     out = {}
     for batch in sorted(set(int(b) for b in batches)):
         x8 = torch.from_numpy(rng.standard_normal((batch, 8)).astype(np.float32))
         x32 = rng.standard_normal((batch, 32)).astype(np.float32)
         w8 = torch.from_numpy(tiny.weight)
+        x_in, ((layer32,),), _ = eng32._program(batch)  # the layer's call as the engine binds it
+
+        def sd32(x32=x32, x_in=x_in, layer32=layer32):  # what the layer clocks time of it
+            np.copyto(x_in, x32)
+            layer32()
 
         def torch8(x8=x8):
             with torch.inference_mode():
                 return F.linear(x8, w8)
 
         fns = {"torch8": torch8, "dense_engine8": lambda x8=x8: dense_tiny(x8.numpy()),
-               "sd32": lambda x32=x32: sd32(x32, reuse=True), "engine32": lambda x32=x32: eng32(x32)}
+               "sd32": sd32, "engine32": lambda x32=x32: eng32(x32)}
         inner = INNER.get(batch, max(1, 64 // batch))
         t = {k: v.median_s for k, v in interleaved_timings(fns, repeats=repeats, warmup=2, inner=inner).items()}
         out[str(batch)] = {"torch_call_s": t["torch8"], "dense_call_s": max(0.0, t["dense_engine8"] - t["torch8"]),
@@ -217,6 +220,22 @@ def layer_clocks(net, x, warmup: int = 3, inner: int = 1) -> dict:
         chunk = engine.CHUNK if net.convs else len(x)
         chunks = [np.ascontiguousarray(x[r : r + chunk]) for r in range(0, len(x), chunk)]
         calls = _sparse_steps(engine)
+        program = None if net.convs else engine._program(len(x))
+        if program is not None:  # the engine's bound calls, as its forward runs them
+            def sparse_layers(program=program, x=chunks[0], engine=engine):
+                x_in, steps, h = program
+                times = []
+                t0 = clock()
+                np.copyto(x_in, x)
+                for layer_calls in steps:
+                    for call in layer_calls:
+                        call()
+                    times.append(clock() - t0)
+                    t0 = clock()
+                return times, [engine._output(h, len(x))]
+
+            clocks[mode] = LayerClock(sparse_layers, len(program[1]), warmup, inner)
+            continue
 
         def sparse_layers(chunks=chunks, calls=calls):
             times, outs = [0.0] * len(calls), []

@@ -190,6 +190,13 @@ def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
     return raw[start : start + n].view(dtype).reshape(shape)
 
 
+def unpadded(out: np.ndarray, batch: int, n_out: int) -> np.ndarray:
+    """A kernel's output rows without the layout's padding (rows past ``batch``, columns past ``n_out``)."""
+    if out.shape == (batch, n_out):
+        return out
+    return np.ascontiguousarray(out[:batch, :n_out])
+
+
 def as_weight(weight) -> np.ndarray:
     """Validate a weight and return it as C-contiguous float32 ``[out, in]``."""
     w = np.ascontiguousarray(np.asarray(weight, dtype=np.float32))

@@ -30,7 +30,7 @@ from sparsecli.kernels import kwinners
 from sparsecli.kernels._unrolled import blocks_row, blocks_row_tile4, blocks_row_tile16, csr_rows_tile16
 from sparsecli.kernels.cpu import simd_path
 from sparsecli.kernels.precision import as_f32, finish_row
-from sparsecli.kernels.formats import DenseRows, RowBlocks, RowCSR, aligned_empty, index_dtype, pack_rows
+from sparsecli.kernels.formats import DenseRows, RowBlocks, RowCSR, aligned_empty, index_dtype, pack_rows, unpadded
 from sparsecli.kernels.sparse_sparse import check_bias, use_parallel
 
 # Output rows per parallel task for CSR.
@@ -374,12 +374,17 @@ class DenseInputLayer:
         self._plans[batch] = plan
         return plan
 
-    def __call__(self, x, reuse: bool = False):
-        x = check_input(x, self.n_in)
+    def kernel_call(self, x, reuse: bool = False):
+        """The one numba call this layer makes for ``x``: ``(kernel, args, result)``, where
+        ``kernel(*args)`` writes ``result`` (the winners, or the padded output rows), or None
+        for a dense layout (torch runs it). The engine binds it once per batch size to fixed
+        buffers (a dispatch per layer per call costs microseconds at batch 1)."""
         batch = x.shape[0]
         kind, tile, par, xt, out, out_t, winners, kchunks = self._plan(batch)
+        if kind == "dense":
+            return None
         k = self.k or 0
-        if not reuse and not k and kind != "dense":
+        if not reuse and not k:
             out = np.empty_like(out)  # the result itself: fresh (with kWTA it is only scratch)
         if k:  # the winners: the plan's buffers with reuse (~0.5 us of allocations saved per call)
             idx, val = winners if reuse else (np.empty_like(winners[0]), np.empty_like(winners[1]))
@@ -387,26 +392,37 @@ class DenseInputLayer:
             idx, val = _EMPTY_IDX[self._idx_dtype], _EMPTY_2D
         p = self.packed
         if kind == "blocks_by_tile":
-            _blocks_tiles_kwta(x, xt, p.row_ptr, p.col, p.values, self._kernel_bias, out, tile, p.n_out, k, idx, val,
-                               self.bias, self.scale)
+            call = (_blocks_tiles_kwta, (x, xt, p.row_ptr, p.col, p.values, self._kernel_bias, out, tile, p.n_out, k,
+                                         idx, val, self.bias, self.scale))
         elif kind == "blocks":
-            _blocks_forward(x, xt, p.row_ptr, p.col, p.values, self._kernel_bias, out, tile, par, p.n_out, k, idx,
-                            val, kchunks, self.bias, self.scale)
-        elif kind == "csr":
-            _csr_forward(x, xt, p.row_ptr, p.col, self._col4, p.values, self._kernel_bias, out_t, out, par, p.n_out, k, idx, val,
-                         kchunks, self.bias, self.scale)
+            call = (_blocks_forward, (x, xt, p.row_ptr, p.col, p.values, self._kernel_bias, out, tile, par, p.n_out, k,
+                                      idx, val, kchunks, self.bias, self.scale))
         else:
-            import torch
+            call = (_csr_forward, (x, xt, p.row_ptr, p.col, self._col4, p.values, self._kernel_bias, out_t, out, par,
+                                   p.n_out, k, idx, val, kchunks, self.bias, self.scale))
+        return (*call, (idx, val) if k else out)
 
-            with torch.inference_mode():
-                out = torch.nn.functional.linear(torch.from_numpy(x), *self._torch).numpy()
-            if k:
-                _kwta_rows(out, batch, p.n_out, k, idx, val, kchunks)
-        if k:
-            return idx, val
-        if out.shape == (batch, p.n_out):
+    def __call__(self, x, reuse: bool = False):
+        x = check_input(x, self.n_in)
+        call = self.kernel_call(x, reuse)
+        if call is None:
+            return self._torch_forward(x)
+        kernel, args, result = call
+        kernel(*args)
+        return result if self.k else unpadded(result, x.shape[0], self.n_out)
+
+    def _torch_forward(self, x):
+        import torch
+
+        batch = x.shape[0]
+        *_, winners, kchunks = self._plan(batch)
+        with torch.inference_mode():
+            out = torch.nn.functional.linear(torch.from_numpy(x), *self._torch).numpy()
+        if not self.k:
             return out
-        return np.ascontiguousarray(out[:batch, : p.n_out])
+        idx, val = np.empty_like(winners[0]), np.empty_like(winners[1])
+        _kwta_rows(out, batch, self.n_out, self.k, idx, val, kchunks)
+        return idx, val
 
 
 def prepare(weight, bias=None, k: int | None = None, structure: str = "auto",

@@ -27,7 +27,8 @@ from numba import njit, prange
 from numba.extending import overload
 
 from sparsecli.kernels._unrolled import columns_blocks
-from sparsecli.kernels.formats import ColumnBlocks, ColumnCSC, DenseColumns, aligned_empty, index_dtype, pack_columns
+from sparsecli.kernels.formats import (ColumnBlocks, ColumnCSC, DenseColumns, aligned_empty, index_dtype, pack_columns,
+                                       unpadded)
 from sparsecli.kernels.precision import as_f32, finish_row, start_row
 from sparsecli.kernels.kwinners import _scratch_nb, check_k, row_chunks, select_row
 
@@ -345,9 +346,10 @@ class SparseInputLayer:
             self._plans[(batch, n_active)] = plan
         return plan
 
-    def __call__(self, idx, val, reuse: bool = False, checked: bool = False):
-        if not checked:
-            idx, val = check_active(idx, val, self.n_in)
+    def kernel_call(self, idx, val, reuse: bool = False):
+        """The one numba call this layer makes for checked ``(idx, val)``: ``(kernel, args,
+        result)``, where ``kernel(*args)`` writes ``result`` (the winners, or the padded output
+        rows); see ``sparse_dense.DenseInputLayer.kernel_call``."""
         batch = idx.shape[0]
         par, out, winners, scratch = self._plan(batch, idx.shape[1])
         p = self.packed
@@ -358,18 +360,23 @@ class SparseInputLayer:
         idx_out, val_out = winners if reuse or not k else (np.empty_like(winners[0]), np.empty_like(winners[1]))
         head = (idx, val, *self._arrays, self.bias, self.scale)
         if scratch is not None and par:
-            _columns_parallel(*head, out, self.n_in, p.n_out, k, idx_out, val_out, row_chunks(batch))
+            call = (_columns_parallel, (*head, out, self.n_in, p.n_out, k, idx_out, val_out, row_chunks(batch)))
         elif scratch is not None:
-            _columns_serial(*head, out, *scratch, p.n_out, k, idx_out, val_out)
+            call = (_columns_serial, (*head, out, *scratch, p.n_out, k, idx_out, val_out))
         elif not k:
-            (_linear_parallel if par else _linear_serial)(*head, out)
+            call = (_linear_parallel if par else _linear_serial, (*head, out))
         elif par:
-            _linear_kwta_parallel(*head, p.n_out_padded, p.n_out, k, idx_out, val_out, row_chunks(batch))
+            call = (_linear_kwta_parallel, (*head, p.n_out_padded, p.n_out, k, idx_out, val_out, row_chunks(batch)))
         else:
-            _linear_kwta_serial(*head, p.n_out_padded, p.n_out, k, idx_out, val_out)
-        if k:
-            return idx_out, val_out
-        return out if p.n_out_padded == p.n_out else np.ascontiguousarray(out[:, : p.n_out])
+            call = (_linear_kwta_serial, (*head, p.n_out_padded, p.n_out, k, idx_out, val_out))
+        return (*call, (idx_out, val_out) if k else out)
+
+    def __call__(self, idx, val, reuse: bool = False, checked: bool = False):
+        if not checked:
+            idx, val = check_active(idx, val, self.n_in)
+        kernel, args, result = self.kernel_call(idx, val, reuse)
+        kernel(*args)
+        return result if self.k else unpadded(result, idx.shape[0], self.n_out)
 
 
 def prepare(weight, bias=None, k: int | None = None, structure: str = "auto", parallel: bool | None = None,

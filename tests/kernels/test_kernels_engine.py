@@ -33,6 +33,7 @@ def test_engine_equals_dense_reference(structure, batch):
     x[0] = 0.0  # an all-zero input row
     check = check_against_dense(engine(x), DenseEngine.from_layers(specs)(x))
     assert check.ok, str(check)
+    assert engine._programs[batch] is not None  # every layer's call bound to the engine's buffers
     kinds = [row["kernel"] for row in engine.describe()]
     assert kinds == ["sparse-dense", "sparse-sparse", "sparse-sparse"]
     expected = "RowBlocks" if structure == "blocks16" else "RowCSR"
@@ -91,3 +92,24 @@ def test_sparse_dense_mode_equals_dense_reference(structure):
     x = rng.standard_normal((3, specs[0].n_in)).astype(np.float32)
     check = check_against_dense(engine(x), DenseEngine(specs)(x))
     assert check.ok, str(check)
+
+
+@pytest.mark.parametrize("structure", ["blocks16", "unstructured", "dense"])
+@pytest.mark.parametrize("activations", ["sparse", "dense"])
+def test_calls_bound_to_the_engines_buffers_give_fresh_results_call_after_call(structure, activations):
+    # a blocks16 layer without kWTA and 50 outputs (padded to 64) feeding a dense-input layer:
+    # no bound program there; the "dense" layout runs in torch: none either
+    rng = np.random.default_rng(3)
+    sizes, ks = (40, 64, 50, 30, 10), (6, None, 5, None)
+    specs = [LayerSpec(masked_weight(rng, n_out, n_in, 0.3, blocks=structure == "blocks16"),
+                       (0.1 * rng.standard_normal(n_out)).astype(np.float32), k)
+             for n_in, n_out, k in zip(sizes[:-1], sizes[1:], ks)]
+    engine = SparseEngine.from_layers(specs, structure, activations=activations)
+    dense = DenseEngine(specs)
+    xs = [rng.standard_normal((batch, 40)).astype(np.float32) for batch in (1, 1, 4)]
+    outs = [engine(x) for x in xs]
+    for x, out in zip(xs, outs):  # the first result not overwritten by the later calls
+        check = check_against_dense(out, dense(x))
+        assert check.ok, str(check)
+        assert np.array_equal(out, engine._run(x, x.shape[0]))
+    assert (engine._programs[1] is not None) == (structure == "unstructured")  # CSR rows are not padded

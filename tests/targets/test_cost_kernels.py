@@ -66,6 +66,18 @@ def test_layer_clocks_time_every_layer_of_every_engine_of_a_cnn_twin():
         np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)  # the clock runs what the engine runs
 
 
+def test_layer_clocks_of_an_mlp_time_the_calls_its_engines_bind():
+    twin = twin_network(reference_mlp(0.9, 0.1, "blocks16"))
+    x = np.random.default_rng(1).standard_normal((2, twin.n_in)).astype(np.float32)
+    clocks = layer_clocks(twin, x, warmup=0, inner=1)
+    expected = twin.dense(lowest_ties=True)(x)
+    for mode, clock in clocks.items():
+        clock()
+        assert len(clock.layers_s()) == 3 and all(t > 0 for t in clock.layers_s())
+        out = clock.output if mode == "dense" else np.concatenate(clock.output)
+        np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
+
+
 def test_the_paired_ratio_cancels_a_load_that_drifts_between_rounds():
     from sparsecli.kernels.calibrate import paired_ratio
     from sparsecli.kernels.timing import summarize
