@@ -113,9 +113,9 @@ def calibrate(batches, repeats: int = 15) -> dict:
         x8 = torch.from_numpy(rng.standard_normal((batch, 8)).astype(np.float32))
         x32 = rng.standard_normal((batch, 32)).astype(np.float32)
         w8 = torch.from_numpy(tiny.weight)
-        x_in, ((layer32,),), _ = eng32._program(batch)  # the layer's call as the engine binds it
+        bound = eng32._program(batch)  # the layer's call as the engine binds it
 
-        def sd32(x32=x32, x_in=x_in, layer32=layer32):  # what the layer clocks time of it
+        def sd32(x32=x32, x_in=bound.x_in, layer32=bound.steps[0][0]):  # what the layer clocks time of it
             np.copyto(x_in, x32)
             layer32()
 
@@ -220,21 +220,20 @@ def layer_clocks(net, x, warmup: int = 3, inner: int = 1) -> dict:
         chunk = engine.CHUNK if net.convs else len(x)
         chunks = [np.ascontiguousarray(x[r : r + chunk]) for r in range(0, len(x), chunk)]
         calls = _sparse_steps(engine)
-        program = None if net.convs else engine._program(len(x))
-        if program is not None:  # the engine's bound calls, as its forward runs them
-            def sparse_layers(program=program, x=chunks[0], engine=engine):
-                x_in, steps, h = program
+        bound = None if net.convs else engine._program(len(x))
+        if bound is not None:  # the engine's bound calls, as its forward runs them
+            def sparse_layers(bound=bound, x=chunks[0], engine=engine):
                 times = []
                 t0 = clock()
-                np.copyto(x_in, x)
-                for layer_calls in steps:
+                np.copyto(bound.x_in, x)
+                for layer_calls in bound.steps:
                     for call in layer_calls:
                         call()
                     times.append(clock() - t0)
                     t0 = clock()
-                return times, [engine._output(h, len(x))]
+                return times, [engine._output(bound.result, len(x))]
 
-            clocks[mode] = LayerClock(sparse_layers, len(program[1]), warmup, inner)
+            clocks[mode] = LayerClock(sparse_layers, len(bound.steps), warmup, inner)
             continue
 
         def sparse_layers(chunks=chunks, calls=calls):

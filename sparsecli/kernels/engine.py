@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -98,6 +99,14 @@ class _Densify:
 ACTIVATIONS = ("sparse", "dense")
 
 
+class BoundCalls(NamedTuple):
+    """An engine's layers bound to fixed buffers for one batch size (``SparseEngine._program``)."""
+
+    x_in: np.ndarray  # the first layer's input: ``forward`` copies into it
+    steps: list  # per layer, its calls (the kernel, then a densify if any): zero-argument partials
+    result: object  # where the last call writes: winners ``(idx, val)`` or (padded) rows
+
+
 class SparseEngine:
     """A network packed for sparse inference; ``engine(x)`` returns the last layer's output.
 
@@ -119,7 +128,7 @@ class SparseEngine:
         self.layers = layers
         self.n_in = layers[0].n_in
         self.n_out = layers[-1].n_out
-        self._programs: dict[int, tuple | None] = {}
+        self._programs: dict[int, BoundCalls | None] = {}
 
     @classmethod
     def from_layers(
@@ -171,24 +180,23 @@ class SparseEngine:
         program = self._program(x.shape[0])
         if program is None:
             return self._run(x, x.shape[0])
-        x_in, steps, h = program
-        np.copyto(x_in, x)
-        for calls in steps:
+        np.copyto(program.x_in, x)
+        for calls in program.steps:
             for call in calls:
                 call()
-        return self._output(h, x.shape[0])
+        return self._output(program.result, x.shape[0])
 
-    def _program(self, batch: int) -> tuple | None:
-        """Per batch size: ``(input buffer, per layer its calls, the last result)``, every
-        layer's kernel call (and its densify) bound once to fixed buffers, the input's first
-        (``forward`` copies into it); None where a layer has no such call (a dense
-        layout runs in torch) or a padded result would feed a dense-input layer. At batch 1
-        binding saves most of the microseconds each layer spent in Python around its call."""
+    def _program(self, batch: int) -> BoundCalls | None:
+        """Per batch size: every layer's kernel call (and its densify) bound once to fixed
+        buffers; None where a layer has no such call (a dense layout runs in torch) or a padded
+        result would feed a dense-input layer. At batch 1 binding saves most of the
+        microseconds each layer spent in Python around its call."""
         if batch in self._programs:
             return self._programs[batch]
         x_in = np.zeros((batch, self.n_in), np.float32)
         steps, h, program = [], x_in, None
-        for layer, densify in self.prepared:
+        last = len(self.prepared) - 1
+        for i, (layer, densify) in enumerate(self.prepared):
             call = layer.kernel_call(*h, reuse=True) if isinstance(h, tuple) else layer.kernel_call(h, reuse=True)
             if call is None:
                 break
@@ -198,10 +206,10 @@ class SparseEngine:
                 out = densify.buffer(batch)
                 steps[-1].append(functools.partial(kwinners._scatter_rows, *h, out))
                 h = out
-            elif not isinstance(h, tuple) and h.shape != (batch, layer.n_out) and layer is not self.prepared[-1][0]:
+            elif not isinstance(h, tuple) and h.shape != (batch, layer.n_out) and i < last:
                 break
         else:
-            program = (x_in, steps, h)
+            program = BoundCalls(x_in, steps, h)
         self._programs[batch] = program
         return program
 
