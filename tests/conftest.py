@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,48 @@ import pytest
 ROOT = Path(__file__).parent.parent
 ASSETS = Path(__file__).parent / "assets"
 TINY = ROOT / "sparsecli" / "templates" / "smoke" / "params.yaml"  # the smoke pipeline's params: tiny and fast
+
+
+# A test marked ``background(argv, env=...)`` has its subprocess started once the session's tests are
+# collected and reads its result through the ``background`` fixture. For work that is all one
+# process's CPU (the AVX2 path's numba compilation: ~50 s of one core), done on the core the
+# single-process tests leave free instead of in line.
+_BACKGROUND = pytest.StashKey[tuple]()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "background(argv, env=None): its subprocess runs from the session's start")
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the tests that will run start one
+def pytest_collection_modifyitems(config, items):
+    if config.option.collectonly:
+        return
+    for item in items:
+        marker = item.get_closest_marker("background")
+        if marker:
+            argv, env = marker.args[0], {**os.environ, **(marker.kwargs.get("env") or {})}
+            out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # no pipe to fill up
+            item.stash[_BACKGROUND] = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True), out, err
+
+
+def pytest_sessionfinish(session):
+    for item in session.items:
+        started = item.stash.get(_BACKGROUND, None)
+        if started and started[0].poll() is None:  # its test did not run (-x, an interrupt)
+            started[0].kill()
+
+
+@pytest.fixture()
+def background(request) -> subprocess.CompletedProcess:
+    """The finished subprocess of this test's ``background`` marker (waits for it)."""
+    process, out, err = request.node.stash[_BACKGROUND]
+    try:
+        process.wait(timeout=600)
+    finally:
+        process.kill()
+    out.seek(0), err.seek(0)
+    return subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,6 @@ subprocess; the generated kernels are current."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -15,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sparsecli.kernels import check_against_dense, k_winners, scatter_dense
+from sparsecli.kernels.cpu import AVX2_ENV
 from sparsecli.kernels.conv import ConvSpec, active_input_conv2d, conv2d, hwc_to_chw_columns
 from sparsecli.kernels.engine import DenseCNNEngine, LayerSpec, SparseCNNEngine
 
@@ -204,13 +203,10 @@ print(json.dumps({"path": simd_path(), "tile": sparse_dense.BLOCKS_TILE, "ok": o
 """
 
 
-def test_avx2_path_in_a_subprocess():
-    from sparsecli.kernels.cpu import AVX2_ENV
-
-    done = subprocess.run([sys.executable, "-c", AVX2_CHILD], env={**os.environ, **AVX2_ENV},
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+@pytest.mark.background([sys.executable, "-c", AVX2_CHILD], env=AVX2_ENV)
+def test_avx2_path_in_a_subprocess(background):
+    assert background.returncode == 0, background.stderr[-2000:]
+    result = json.loads(background.stdout.strip().splitlines()[-1])
     assert result["path"] == "avx2" and result["tile"] == 4
     assert len(result["ok"]) == 6 and all(result["ok"])
 
