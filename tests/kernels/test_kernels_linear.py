@@ -17,6 +17,7 @@ from sparsecli.kernels import (
     sparse_dense_linear,
     sparse_sparse_linear,
 )
+from sparsecli.kernels.sparse_dense import padded_rows
 from sparsecli.kernels.sparse_sparse import sparse_sparse_linear_kwta
 
 STRUCTURES = ["blocks16", "unstructured", "dense"]
@@ -177,9 +178,9 @@ def test_column_batched_kernel_equals_row_kernel_and_dense(structure, parallel):
     np.testing.assert_array_equal(np.sort(rows_idx[0]), np.sort(out_idx[0]))
 
 
-@pytest.mark.parametrize("n_in", [40, 70_000])  # uint16 indices (read four to a word), uint32 (plain)
+@pytest.mark.parametrize("n_in", [40, 70_000])  # uint16 indices (padded rows, four to a word), uint32 (plain)
 def test_csr_rows_of_every_length_and_start(n_in):
-    """Rows of 0-19 non-zeros, so row ranges start at every remainder mod 4 and end in every tail."""
+    """Rows of 0-19 non-zeros: every padding to whole words (uint16), every start and tail (uint32)."""
     rng = np.random.default_rng(10)
     w = np.zeros((20, n_in), np.float32)
     for r in range(20):
@@ -190,3 +191,13 @@ def test_csr_rows_of_every_length_and_start(n_in):
     assert packed.col.dtype == (np.uint16 if n_in < 65536 else np.uint32)
     for batch in (1, 3):
         assert_close(sparse_dense_linear(x[:batch], packed, b, parallel=False), reference(x[:batch], w, b))
+    rows, col4 = padded_rows(packed)
+    if n_in < 65536:  # the kernels' copy: the same matrix, rows in whole multiples of 8, their indices as words
+        assert (np.diff(rows.row_ptr.astype(np.int64)) % 8 == 0).all() and col4.dtype == np.uint64
+        dense = np.zeros_like(w)
+        for r in range(20):
+            a, z = rows.row_ptr[r], rows.row_ptr[r + 1]
+            np.add.at(dense[r], rows.col[a:z].astype(np.int64), rows.values[a:z])
+        np.testing.assert_array_equal(dense, w)
+    else:
+        assert rows is packed and col4.size == 0
