@@ -49,12 +49,13 @@ def pytest_sessionfinish(session):
 def background(request) -> subprocess.CompletedProcess:
     """The finished subprocess of this test's ``background`` marker (waits for it)."""
     process, out, err = request.node.stash[_BACKGROUND]
-    try:
-        process.wait(timeout=600)
-    finally:
-        process.kill()
-    out.seek(0), err.seek(0)
-    return subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
+    with out, err:
+        try:
+            process.wait(timeout=600)
+        finally:
+            process.kill()
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
 
 
 @pytest.fixture(scope="session")
