@@ -35,6 +35,9 @@ BATCHES = (1, 64)
 # a layer's weights are still cached from the previous call. Samples alternate between
 # contenders, so each burst starts after the others have swept the caches.
 INNER = {1: 10, 64: 2}
+# ... but a sample need not be longer than this: where one call takes as long (the reference
+# CNN at batch 64, about 60 ms in dense torch), one call is a sample (it halved that row's time)
+SAMPLE_S = 0.05
 TARGETS = {  # (weight sparsity, structure, batch) -> end-to-end sparse-sparse speedup to reach
     (0.90, "blocks16", 1): 10.0,
     (0.90, "blocks16", 64): 4.0,
@@ -98,7 +101,7 @@ class Companions:
 def time_contenders(fns: dict, repeats: int, inner: int, companions: Companions | None = None) -> dict:
     live = {name: fn for name, fn in fns.items() if fn is not None}
     extra = {f"companion {k}": f for k, f in companions.fns.items()} if companions else {}
-    stats = interleaved_timings(live | extra, repeats=repeats, warmup=3, inner=inner)
+    stats = interleaved_timings(live | extra, repeats=repeats, warmup=3, inner=inner, sample_s=SAMPLE_S)
     if companions:
         companions.stats = {k: stats[f"companion {k}"] for k in companions.fns}
     return {name: stats.get(name) for name in fns}

@@ -92,6 +92,7 @@ def interleaved_timings(
     warmup: int = 3,
     inner: int = 1,
     min_time_s: float = 0.0,
+    sample_s: float | None = None,
 ) -> dict[str, TimingStats]:
     """Time several zero-argument callables against each other.
 
@@ -101,6 +102,9 @@ def interleaved_timings(
         warmup: untimed calls of each callable first.
         inner: calls per timed sample (the sample is their mean), for very short calls.
         min_time_s: keep adding rounds until the slowest callable has been timed this long.
+        sample_s: at most as many calls per sample as make the slowest callable's sample about
+            this long (at least one): ``inner`` is for very short calls, and a call that alone
+            lasts ``sample_s`` needs no company (judged by each callable's last warm-up call).
 
     Returns:
         name -> per-call ``TimingStats``.
@@ -110,11 +114,18 @@ def interleaved_timings(
     if repeats < 1 or inner < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1, inner >= 1, warmup >= 0; got {repeats}, {inner}, {warmup}")
     names = list(fns)
+    clock = time.perf_counter
+    slowest = 0.0
     for name in names:
-        warm_up(fns[name], warmup)
+        warm_up(fns[name], max(0, warmup - 1))
+        t0 = clock()
+        if warmup:
+            fns[name]()
+        slowest = max(slowest, clock() - t0)
+    if sample_s is not None and warmup:
+        inner = max(1, min(inner, round(sample_s / max(slowest, 1e-9))))
     samples: dict[str, list[float]] = {name: [] for name in names}
     total = dict.fromkeys(names, 0.0)
-    clock = time.perf_counter
     rounds = 0
     while rounds < repeats or max(total.values()) < min_time_s:
         shift = rounds % len(names)
