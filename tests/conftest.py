@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,22 +23,36 @@ TINY = ROOT / "sparsecli" / "templates" / "smoke" / "params.yaml"  # the smoke p
 # process's CPU (the AVX2 path's numba compilation: ~50 s of one core), done on the core the
 # single-process tests leave free instead of in line.
 _BACKGROUND = pytest.StashKey[tuple]()
+# A test marked ``template(name)`` reads that template's `dvc repro` (``template_run.built``): the
+# templates the session's tests need are built one after another in one background subprocess
+# from the session's start (``template_run.py``), beside the single-process tests, not in line.
+_TEMPLATES = pytest.StashKey[tuple]()
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "background(argv, env=None): its subprocess runs from the session's start")
+    config.addinivalue_line("markers", "template(name): the template is built in the background from the session's start")
 
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the tests that will run start one
 def pytest_collection_modifyitems(config, items):
     if config.option.collectonly:
         return
+    templates = []
     for item in items:
         marker = item.get_closest_marker("background")
         if marker:
             argv, env = marker.args[0], {**os.environ, **(marker.kwargs.get("env") or {})}
             out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # no pipe to fill up
             item.stash[_BACKGROUND] = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True), out, err
+        marker = item.get_closest_marker("template")
+        if marker and marker.args[0] not in templates:
+            templates.append(marker.args[0])
+    if templates:
+        root = Path(tempfile.mkdtemp(prefix="sparsecli-templates-"))
+        argv = [sys.executable, str(ROOT / "tests" / "template_run.py"), str(root), *templates]
+        config.stash[_TEMPLATES] = root, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                          start_new_session=True)  # its dvc and Ray go with it
 
 
 def pytest_sessionfinish(session):
@@ -43,6 +60,18 @@ def pytest_sessionfinish(session):
         started = item.stash.get(_BACKGROUND, None)
         if started and started[0].poll() is None:  # its test did not run (-x, an interrupt)
             started[0].kill()
+    root, builder = session.config.stash.get(_TEMPLATES, (None, None))
+    if builder is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(builder.pid, signal.SIGKILL)
+        builder.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_root(request) -> Path:
+    """Where the background builder builds the session's templates (``template_run.built`` reads them)."""
+    return request.config.stash[_TEMPLATES][0]
 
 
 @pytest.fixture()

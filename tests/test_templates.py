@@ -3,23 +3,22 @@
 A template NAME has a tiny-settings overlay ``tests/assets/template_overlays/NAME.yaml`` (dotted key ->
 value, the `dvc exp run -S` syntax) applied onto the copied params.yaml before `dvc repro`. A template
 whose end-to-end run is tested in another file is listed in COVERED_ELSEWHERE with that file (which
-must use its overlay); a template that needs input data gets a SETUP step that writes it.
+must use its overlay); a template that needs input data gets a SETUP step that writes it (``template_run.SETUP``); the
+templates are built in the background from the session's start (conftest, ``template`` marker).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import OVERLAYS, ROOT, apply_overlay, template_overlay
-from idx_digits import write_digits_as_mnist
+from conftest import OVERLAYS, ROOT
 from sparsecli import scaffold
 from sparsecli.cli import app
+from template_run import ENV, built
 
 # template -> the test file that runs it end to end (and applies its overlay)
 COVERED_ELSEWHERE = {
@@ -27,14 +26,12 @@ COVERED_ELSEWHERE = {
     "paper": "tests/test_paper.py",  # its own pipeline (networks x seeds, then the aggregate)
     "speech": "tests/test_speech.py",  # on WAV files the test writes
 }
-# template -> writes the input data a new user would bring
-SETUP = {
-    "mnist": lambda project: write_digits_as_mnist(project / "raw" / "mnist"),
-}
 
 
-def here() -> list[str]:
-    return [name for name in scaffold.templates() if name not in COVERED_ELSEWHERE]
+def here() -> list:
+    """The templates run here, each marked to be built in the background (conftest)."""
+    return [pytest.param(name, marks=pytest.mark.template(name)) for name in scaffold.templates()
+            if name not in COVERED_ELSEWHERE]
 
 
 def test_every_template_has_an_overlay_and_an_end_to_end_test():
@@ -48,27 +45,9 @@ def test_every_template_has_an_overlay_and_an_end_to_end_test():
         assert f"template_overlay({name!r})" in text or f"init_template({name!r}" in text, test_file
 
 
-ENV = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-_BUILT: dict[str, tuple[Path, subprocess.CompletedProcess]] = {}
-
-
-def built(name: str, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """`sparsecli init NAME --pipeline NAME`, the overlay, the setup step, `dvc repro`: once per session."""
-    if name not in _BUILT:
-        root = tmp_path_factory.mktemp(f"template-{name}")
-        project = root / name
-        result = CliRunner().invoke(app, ["init", str(project), "--pipeline", name])
-        assert result.exit_code == 0, result.output
-        apply_overlay(project / "params.yaml", template_overlay(name))
-        if name in SETUP:
-            SETUP[name](project)
-        _BUILT[name] = project, subprocess.run(["dvc", "repro"], cwd=project, capture_output=True, text=True, env=ENV)
-    return _BUILT[name]
-
-
 @pytest.mark.parametrize("name", here())
-def test_template_runs_end_to_end(name, tmp_path_factory):
-    project, run = built(name, tmp_path_factory)
+def test_template_runs_end_to_end(name, template_root):
+    project, run = built(template_root, name)
     for path in ("params.yaml", "dvc.yaml", ".gitignore", ".dvcignore", "README.md", ".git", "hardware/cpu-local.yaml"):
         assert (project / path).exists(), path
     assert "analytics = false" in (project / ".dvc" / "config").read_text()
@@ -97,9 +76,10 @@ def test_init_force_keeps_the_users_files(tmp_path):
     assert (target / "params.yaml").read_text() == "# mine\n" and (target / "dvc.yaml").is_file()
 
 
-def test_compare_shows_every_stage_and_marks_pareto_experiments(tmp_path_factory, monkeypatch):
+@pytest.mark.template("smoke")
+def test_compare_shows_every_stage_and_marks_pareto_experiments(template_root, monkeypatch):
     """Experiments that change only prune: their rows differ in prune's metrics, not train's."""
-    project, run = built("smoke", tmp_path_factory)
+    project, run = built(template_root, "smoke")
     assert run.returncode == 0
     for args in (["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"],
                  ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
@@ -121,7 +101,8 @@ def test_compare_shows_every_stage_and_marks_pareto_experiments(tmp_path_factory
     assert "p90" in table["pareto"]  # nothing else is as sparse
 
 
-def test_hardware_aware_selects_a_fitting_trial_whose_latency_hardware_map_confirms(tmp_path_factory):
+@pytest.mark.template("hardware-aware")
+def test_hardware_aware_selects_a_fitting_trial_whose_latency_hardware_map_confirms(template_root):
     """The template's answer: a trial that fits the PYNQ-Z2, the fastest feasible one, and the same
     predicted latency (within 10%) when hardware-map's functions cost the trained model on the test
     split; the pruned model hardware-map maps in this pipeline is at most as slow."""
@@ -131,7 +112,7 @@ def test_hardware_aware_selects_a_fitting_trial_whose_latency_hardware_map_confi
     from sparsecli.targets import load_target, network_from_model, predict
     from sparsecli.training import read_splits
 
-    project, run = built("hardware-aware", tmp_path_factory)
+    project, run = built(template_root, "hardware-aware")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     latency, fits = "latency_us:fpga-pynq-z2", "fits:fpga-pynq-z2"
     front = list(csv.DictReader((project / "tune" / "pareto.csv").open()))
