@@ -31,7 +31,7 @@ _TEMPLATES = pytest.StashKey[tuple]()
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "background(argv, env=None): its subprocess runs from the session's start")
-    config.addinivalue_line("markers", "template(name): the template is built in the background from the session's start")
+    config.addinivalue_line("markers", "template(name): the template is built in the background from the start")
 
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the tests that will run start one
@@ -51,8 +51,9 @@ def pytest_collection_modifyitems(config, items):
     if templates:
         root = Path(tempfile.mkdtemp(prefix="sparsecli-templates-"))
         argv = [sys.executable, str(ROOT / "tests" / "template_run.py"), str(root), *templates]
-        config.stash[_TEMPLATES] = root, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                                          start_new_session=True)  # its dvc and Ray go with it
+        with open(root / "builder.log", "w") as log:  # where a builder that failed to start says why
+            config.stash[_TEMPLATES] = root, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                                              start_new_session=True)  # its dvc and Ray go with it
 
 
 def pytest_sessionfinish(session):
@@ -69,9 +70,10 @@ def pytest_sessionfinish(session):
 
 
 @pytest.fixture(scope="session")
-def template_root(request) -> Path:
-    """Where the background builder builds the session's templates (``template_run.built`` reads them)."""
-    return request.config.stash[_TEMPLATES][0]
+def template_builds(request) -> tuple[Path, subprocess.Popen]:
+    """Where the background builder builds the session's templates, and the builder
+    (``template_run.built`` reads them)."""
+    return request.config.stash[_TEMPLATES]
 
 
 @pytest.fixture()

@@ -62,11 +62,16 @@ def build(root: Path, name: str) -> None:
     (root / f"{name}.rc.tmp").rename(root / f"{name}.rc")  # whole, or not there
 
 
-def built(root: Path, name: str, timeout_s: float = 900) -> tuple[Path, subprocess.CompletedProcess]:
-    """The template's project and its `dvc repro`, once the background build wrote its exit code."""
+def built(builds: tuple[Path, subprocess.Popen], name: str,
+          timeout_s: float = 900) -> tuple[Path, subprocess.CompletedProcess]:
+    """The template's project and its `dvc repro`, once the background build (conftest's
+    ``template_builds``: its folder and the builder) wrote its exit code."""
+    root, builder = builds
     rc = root / f"{name}.rc"
     deadline = time.monotonic() + timeout_s
     while not rc.is_file():
+        stopped = builder.poll() is not None and not rc.is_file()
+        assert not stopped, f"the template builder stopped: {(root / 'builder.log').read_text()}"
         assert time.monotonic() < deadline, f"the background build of {name} did not finish in {timeout_s:.0f} s"
         time.sleep(0.5)
     run = subprocess.CompletedProcess(["dvc", "repro"], int(rc.read_text()), (root / f"{name}.out").read_text(),

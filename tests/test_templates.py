@@ -46,8 +46,8 @@ def test_every_template_has_an_overlay_and_an_end_to_end_test():
 
 
 @pytest.mark.parametrize("name", here())
-def test_template_runs_end_to_end(name, template_root):
-    project, run = built(template_root, name)
+def test_template_runs_end_to_end(name, template_builds):
+    project, run = built(template_builds, name)
     for path in ("params.yaml", "dvc.yaml", ".gitignore", ".dvcignore", "README.md", ".git", "hardware/cpu-local.yaml"):
         assert (project / path).exists(), path
     assert "analytics = false" in (project / ".dvc" / "config").read_text()
@@ -77,9 +77,9 @@ def test_init_force_keeps_the_users_files(tmp_path):
 
 
 @pytest.mark.template("smoke")
-def test_compare_shows_every_stage_and_marks_pareto_experiments(template_root, monkeypatch):
+def test_compare_shows_every_stage_and_marks_pareto_experiments(template_builds, monkeypatch):
     """Experiments that change only prune: their rows differ in prune's metrics, not train's."""
-    project, run = built(template_root, "smoke")
+    project, run = built(template_builds, "smoke")
     assert run.returncode == 0
     for args in (["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"],
                  ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
@@ -102,7 +102,7 @@ def test_compare_shows_every_stage_and_marks_pareto_experiments(template_root, m
 
 
 @pytest.mark.template("hardware-aware")
-def test_hardware_aware_selects_a_fitting_trial_whose_latency_hardware_map_confirms(template_root):
+def test_hardware_aware_selects_a_fitting_trial_whose_latency_hardware_map_confirms(template_builds):
     """The template's answer: a trial that fits the PYNQ-Z2, the fastest feasible one, and the same
     predicted latency (within 10%) when hardware-map's functions cost the trained model on the test
     split; the pruned model hardware-map maps in this pipeline is at most as slow."""
@@ -112,7 +112,7 @@ def test_hardware_aware_selects_a_fitting_trial_whose_latency_hardware_map_confi
     from sparsecli.targets import load_target, network_from_model, predict
     from sparsecli.training import read_splits
 
-    project, run = built(template_root, "hardware-aware")
+    project, run = built(template_builds, "hardware-aware")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     latency, fits = "latency_us:fpga-pynq-z2", "fits:fpga-pynq-z2"
     front = list(csv.DictReader((project / "tune" / "pareto.csv").open()))

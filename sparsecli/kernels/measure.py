@@ -36,7 +36,7 @@ BATCHES = (1, 64)
 # contenders, so each burst starts after the others have swept the caches.
 INNER = {1: 10, 64: 2}
 # ... but a sample need not be longer than this: where one call takes as long (the reference
-# CNN at batch 64, about 60 ms in dense torch), one call is a sample (it halved that row's time)
+# CNN at batch 64, about 60 ms in dense torch), one call is a sample (its row: 9-10 s -> 6 s)
 SAMPLE_S = 0.05
 TARGETS = {  # (weight sparsity, structure, batch) -> end-to-end sparse-sparse speedup to reach
     (0.90, "blocks16", 1): 10.0,

@@ -103,12 +103,12 @@ def _run(params: Params, workdir: Path, progress: Progress) -> dict:
     # reference CNNs' in a second process while this one compiles the other networks'. The
     # 16x1-block MLPs first: that process reaches the CNNs' CSR linear layer after their convs,
     # so each compiles one family of linear kernels and finds the other's in the cache (in the
-    # table's order both compiled the block kernels at once: about 50 s instead of 45 on 2 cores).
+    # table's order both compiled the block kernels at once: about 50 s on 2 cores, now about 45).
     progress.message("benchmark: compiling the kernels (numba; cached after the first run)")
     compiled = [net] if net is not None else []
     if bp.reference:
-        compiled = [reference_mlp(*setting, structure) for structure in sorted(STRUCTURES, key=lambda s: s != "blocks16")
-                    for setting in SETTINGS] + compiled
+        blocks_first = sorted(STRUCTURES, key=lambda s: s != "blocks16")
+        compiled = [reference_mlp(*setting, structure) for structure in blocks_first for setting in SETTINGS] + compiled
     with compiling_beside(compile_reference_cnns, batches) if bp.reference else contextlib.nullcontext():
         for network in compiled:
             compile_network(network, batches)
