@@ -33,9 +33,13 @@ def sh(*args, cwd: Path) -> str:
     return result.stdout
 
 
-def init_template(name: str, folder: Path, before_commit=None) -> Path:
+def init_with_overlay(name: str, folder: Path) -> None:
     sh("sparsecli", "init", str(folder), "--pipeline", name, cwd=folder.parent)
     apply_overlay(folder / "params.yaml", template_overlay(name))
+
+
+def init_template(name: str, folder: Path, before_commit=None) -> Path:
+    init_with_overlay(name, folder)
     if before_commit is not None:
         before_commit(folder)
     sh("git", "config", "user.email", "test@example.com", cwd=folder)
@@ -49,8 +53,7 @@ def build(root: Path, name: str) -> None:
     """``ROOT/NAME``: init, overlay, setup, `dvc repro` (output and exit code beside it)."""
     project, code = root / name, 1
     try:
-        sh("sparsecli", "init", str(project), "--pipeline", name, cwd=root)
-        apply_overlay(project / "params.yaml", template_overlay(name))
+        init_with_overlay(name, project)
         if name in SETUP:
             SETUP[name](project)
         with open(root / f"{name}.out", "w") as out, open(root / f"{name}.err", "w") as err:

@@ -55,6 +55,7 @@ def test_interleaved_timings_takes_one_call_per_sample_where_one_call_is_long_en
     interleaved_timings({"slow": slow, "fast": lambda: None}, repeats=3, warmup=1, inner=4, sample_s=0.2)
     assert calls.count("slow") == 1 + 3 * 4  # a 20-ms call is short against 0.2 s: inner stands
 
+
 def test_bench_network_reports_reduced_precision_beside_torch_on_the_same_rounded_weights():
     """A bf16 or int8 row: the kernels' argmax agreement and dense torch's on the same rounded weights, both
     against fp32 torch; an fp32 row passes its check and has no rounded figure."""
