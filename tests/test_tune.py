@@ -314,6 +314,11 @@ def test_report_shows_the_search_when_tune_has_run(tuned, tmp_path):
     cost = tune_section(stage_outputs(project)).tables[-1]
     assert sum(int(row[2]) for row in cost.rows) == summary["cost_epochs"]
     assert sum(int(row[1]) for row in cost.rows) == summary["trials"]
+    # a third objective gets its own view: accuracy against it
+    summary["objectives"]["activation_sparsity"] = {"metric": "activation_sparsity", "mode": "max", "threshold": 0.5}
+    (project / "tune" / "summary.json").write_text(json.dumps(summary))
+    figures = [f.name for f in tune_section(stage_outputs(project)).figures]
+    assert figures == ["tune_pareto", "tune_front_activation_sparsity", "tune_cost"]
 
 
 def _grid_trials(ray_cluster, trained_dir, tmp_path, params, key: str, values: list, full_epochs: int):

@@ -308,14 +308,16 @@ def tune_section(out: Outputs) -> Section | None:
     png = _front_png(trials, summary, x_key, y_key, thresholds, "Trials: Pareto front")
     section.figures.append(Figure("tune_pareto", png,
                                   "Every trial; thresholds dashed; only full-fidelity feasible trials can be on the front."))
-    for name, objective in objectives.items():
-        if "target" not in objective or objective["metric"] == "fits" or name == y_key or "accuracy" not in objectives:
+    for name, objective in objectives.items():  # accuracy against each further objective
+        if name in (x_key, y_key) or objective["metric"] == "fits" or "accuracy" not in objectives:
             continue
         png = _front_png(trials, summary, "accuracy", name, thresholds, f"Accuracy against {name}")
+        what = (f"{objective['metric']} on {objective['target']} ({objective['execution']}, batch {objective['batch']}, "
+                f"{objective['precision']}; {objective['label']})" if "target" in objective else name)
         section.figures.append(Figure(
             f"tune_front_{_stem(name)}", png,
-            f"Val accuracy against {objective['metric']} on {objective['target']} ({objective['execution']}, batch "
-            f"{objective['batch']}, {objective['precision']}; {objective['label']}) for every trial; thresholds dashed."))
+            f"Val accuracy against {what} for every trial; thresholds dashed. With more than two objectives a front "
+            "point can look dominated in one view: it is ahead in another objective."))
     constraints = [n for n, o in objectives.items() if o["metric"] == "fits"]
     if constraints:
         section.text.append("Constraints: " + "; ".join(
