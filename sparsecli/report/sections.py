@@ -308,9 +308,9 @@ def tune_section(out: Outputs) -> Section | None:
     png = _front_png(trials, summary, x_key, y_key, thresholds, "Trials: Pareto front")
     section.figures.append(Figure("tune_pareto", png,
                                   "Every trial; thresholds dashed; only full-fidelity feasible trials can be on the front."))
-    for name, objective in objectives.items():  # accuracy against each further objective
-        if name in (x_key, y_key) or objective["metric"] == "fits" or "accuracy" not in objectives:
-            continue
+    # accuracy against each objective the front figure does not show (constraints aside)
+    further = [(n, o) for n, o in objectives.items() if n not in (x_key, y_key) and o["metric"] != "fits"]
+    for name, objective in further if "accuracy" in objectives else ():
         png = _front_png(trials, summary, "accuracy", name, thresholds, f"Accuracy against {name}")
         what = (f"{objective['metric']} on {objective['target']} ({objective['execution']}, batch {objective['batch']}, "
                 f"{objective['precision']}; {objective['label']})" if "target" in objective else name)
